@@ -1,0 +1,408 @@
+package api
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/streams"
+)
+
+const (
+	// countWindow coalesces count messages: at most one per window per
+	// client (CONTRACT section 5: at most 10 a second).
+	countWindow = 100 * time.Millisecond
+	// dashboardWindow coalesces dashboard_update the same way, at most
+	// four a second.
+	dashboardWindow = 250 * time.Millisecond
+	// maxQueued bounds the messages (other than counts, which are state)
+	// waiting for one client; a client that lets more pile up is a slow
+	// consumer and is disconnected (closeSlowConsumer) so that it never
+	// holds back the others.
+	maxQueued = 256
+	// closeSlowConsumer is the close code for a client that does not keep
+	// up: 1013 "try again later", so that clients reconnect.
+	closeSlowConsumer = 1013
+)
+
+// transport is how a client's messages reach the wire: a WebSocket or an
+// SSE response. Only the client's writer goroutine calls it.
+type transport interface {
+	// write sends one message of the given type.
+	write(msgType string, msg []byte) error
+	// keepalive sends the transport's heartbeat (a ping frame, an SSE
+	// comment).
+	keepalive() error
+	// end says goodbye with a close code and reason.
+	end(code int, reason string)
+}
+
+// client is one open stream of one community: the state it has been sent,
+// what is pending, and its writer goroutine. Fanout (Deliver) only records
+// and wakes; the writer coalesces and writes, so a slow client never holds
+// back the hub.
+type client struct {
+	srv       *Server
+	id        uint64
+	community string
+	stream    streams.Stream
+	visitor   streams.Visitor // visitors stream only
+	sessionID string          // set when opened with a session cookie
+	tr        transport
+
+	wake chan struct{} // cap 1: "there is something to do"
+	done chan struct{} // closed when the connection ends (reader side)
+
+	mu      sync.Mutex
+	ident   *auth.Identity
+	queue   [][]byte
+	qtypes  []string
+	closing bool
+	code    int
+	reason  string
+
+	// Figures as last seen from the hub (seq-ordered).
+	seq   uint64
+	count int
+	today streams.Today
+	at    time.Time // time of the latest change
+
+	// Visitors stream: the count last sent and the changes pending since.
+	sentCount      int
+	pendingChanges int
+	pendingType    string
+	lastCountSend  time.Time
+	dashPending    bool
+	lastDashSend   time.Time
+	keepaliveEvery time.Duration
+}
+
+func (c *client) identity() *auth.Identity {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ident
+}
+
+// begin records the figures the client starts from and puts the stream's
+// first message (visitor_count or dashboard_update) at the head of its
+// queue. Events at or before snap.Seq are already reflected in it.
+func (c *client) begin(snap streams.Snapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if snap.Seq >= c.seq {
+		c.seq, c.count, c.today = snap.Seq, snap.Count, snap.Today
+		c.at = snap.Changed
+	}
+	now := c.srv.now()
+	var first []byte
+	var typ string
+	if c.stream == streams.StreamDashboard {
+		typ, first = "dashboard_update", c.dashboardLocked(now)
+		c.lastDashSend = now
+	} else {
+		typ = "visitor_count"
+		first = encodeCount(visitorCount{Type: typ, CommunityID: c.community, Count: c.count, Timestamp: rfc3339(now)})
+		c.lastCountSend = now
+	}
+	c.sentCount = c.count
+	c.pendingChanges, c.pendingType, c.dashPending = 0, "", false
+	c.queue = append([][]byte{first}, c.queue...)
+	c.qtypes = append([]string{typ}, c.qtypes...)
+	c.signal()
+}
+
+// Deliver implements streams.Subscriber. It never blocks.
+func (c *client) Deliver(e *streams.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	switch {
+	case e.IsPresence():
+		if e.Seq <= c.seq {
+			return
+		}
+		c.seq, c.count, c.today, c.at = e.Seq, e.Count, e.Today, e.Time
+		if c.stream == streams.StreamVisitors {
+			c.pendingChanges++
+			c.pendingType = e.Type
+		} else {
+			c.dashPending = true
+		}
+	case e.Type == streams.TypeRefresh:
+		if e.Seq >= c.seq {
+			c.seq, c.count, c.today = e.Seq, e.Count, e.Today
+		}
+		if c.stream == streams.StreamDashboard {
+			c.dashPending = true
+		}
+	case e.Type == streams.TypeAnalyticsUpdate:
+		if c.stream != streams.StreamDashboard {
+			return
+		}
+		c.enqueueLocked(e.Type, encodeAnalytics(e))
+	case e.Type == streams.TypeBroadcast:
+		if e.Stream != c.stream {
+			return
+		}
+		c.enqueueLocked(broadcastType(e.Message), e.Message)
+	default:
+		return
+	}
+	c.signal()
+}
+
+// send queues a message for the writer (replies: pong, error, auth_ok).
+func (c *client) send(msgType string, msg []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.enqueueLocked(msgType, msg)
+	c.signal()
+}
+
+func (c *client) enqueueLocked(msgType string, msg []byte) {
+	if len(c.queue) >= maxQueued {
+		c.closeLocked(closeSlowConsumer, "slow consumer")
+		return
+	}
+	c.queue = append(c.queue, msg)
+	c.qtypes = append(c.qtypes, msgType)
+}
+
+// closeWith asks the writer to say goodbye with code and end the stream.
+func (c *client) closeWith(code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+	c.signal()
+}
+
+func (c *client) closeLocked(code int, reason string) {
+	if c.closing {
+		return
+	}
+	c.closing, c.code, c.reason = true, code, reason
+}
+
+func (c *client) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// requestCount answers request_count at once with the current figures.
+func (c *client) requestCount(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stream == streams.StreamDashboard {
+		c.enqueueLocked("dashboard_update", c.dashboardLocked(now))
+		c.dashPending = false
+		c.lastDashSend = now
+	} else {
+		c.enqueueLocked("visitor_count", encodeCount(visitorCount{
+			Type: "visitor_count", CommunityID: c.community, Count: c.count,
+			Change: intPtr(c.count - c.sentCount), Timestamp: rfc3339(now),
+		}))
+		c.sentCount = c.count
+		c.pendingChanges, c.pendingType = 0, ""
+		c.lastCountSend = now
+	}
+	c.signal()
+}
+
+func (c *client) dashboardLocked(now time.Time) []byte {
+	return encodeDashboard(c.community, c.count, c.today, now)
+}
+
+// writeLoop is the client's writer goroutine. It owns the transport's
+// write side; it returns when the stream ends (done closed), after writing
+// a goodbye, or on a write error. The caller waits for it.
+func (c *client) writeLoop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	keepalive := time.NewTicker(c.keepaliveEvery)
+	defer keepalive.Stop()
+	for {
+		now := c.srv.now()
+		msgs, types, next, closing, code, reason := c.collect(now)
+		for i, m := range msgs {
+			if err := c.tr.write(types[i], m); err != nil {
+				c.fail()
+				return
+			}
+		}
+		if closing {
+			c.tr.end(code, reason)
+			return
+		}
+		// The credential's expiry is checked here so that one goroutine
+		// owns every timer of the connection.
+		exp := c.identity().ExpiresAt
+		if !exp.IsZero() && !now.Before(exp) {
+			c.closeWith(int(auth.CodeExpired), "credential expired")
+			continue
+		}
+		wait := time.Hour
+		if !exp.IsZero() {
+			wait = exp.Sub(now)
+		}
+		if next > 0 && next < wait {
+			wait = next
+		}
+		timer.Reset(wait)
+		select {
+		case <-c.done:
+			return
+		case <-c.wake:
+		case <-timer.C:
+		case <-keepalive.C:
+			if err := c.tr.keepalive(); err != nil {
+				c.fail()
+				return
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func (c *client) fail() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+}
+
+// collect takes what is ready to write now, and says how long until the
+// next coalesced message is due (0: nothing pending).
+func (c *client) collect(now time.Time) (msgs [][]byte, types []string, next time.Duration, closing bool, code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	msgs, types = c.queue, c.qtypes
+	c.queue, c.qtypes = nil, nil
+	if c.pendingChanges > 0 {
+		if due := c.lastCountSend.Add(countWindow); now.Before(due) {
+			next = due.Sub(now)
+		} else {
+			m := visitorCount{Type: c.pendingType, CommunityID: c.community, Count: c.count, Timestamp: rfc3339(c.at)}
+			if c.pendingChanges > 1 {
+				m.Type = "visitor_count"
+				m.Change = intPtr(c.count - c.sentCount)
+				m.Timestamp = rfc3339(now)
+			}
+			msgs = append(msgs, encodeCount(m))
+			types = append(types, m.Type)
+			c.sentCount = c.count
+			c.pendingChanges, c.pendingType = 0, ""
+			c.lastCountSend = now
+		}
+	}
+	if c.dashPending {
+		if due := c.lastDashSend.Add(dashboardWindow); now.Before(due) {
+			if d := due.Sub(now); next == 0 || d < next {
+				next = d
+			}
+		} else {
+			msgs = append(msgs, c.dashboardLocked(now))
+			types = append(types, "dashboard_update")
+			c.dashPending = false
+			c.lastDashSend = now
+		}
+	}
+	return msgs, types, next, c.closing, c.code, c.reason
+}
+
+// Server messages (CONTRACT section 5), with the seed's field names and
+// order.
+
+type visitorCount struct {
+	Type        string `json:"type"`
+	CommunityID string `json:"community_id"`
+	Count       int    `json:"count"`
+	Change      *int   `json:"change,omitempty"`
+	Timestamp   string `json:"timestamp"`
+}
+
+type dashboardUpdate struct {
+	Type string `json:"type"`
+	Data struct {
+		TodayVisitors struct {
+			Authenticated int `json:"authenticated_visitors"`
+			Anonymous     int `json:"anonymous_visitors"`
+			Total         int `json:"total_unique_visitors"`
+		} `json:"today_visitors"`
+		RealtimeCount int    `json:"realtime_count"`
+		CommunityID   string `json:"community_id"`
+	} `json:"data"`
+	Timestamp string `json:"timestamp"`
+}
+
+type analyticsUpdate struct {
+	Type      string          `json:"type"`
+	Metric    string          `json:"metric"`
+	Value     json.RawMessage `json:"value"`
+	Timestamp string          `json:"timestamp"`
+}
+
+type errorMessage struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func encodeCount(m visitorCount) []byte {
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func encodeDashboard(community string, count int, today streams.Today, at time.Time) []byte {
+	var m dashboardUpdate
+	m.Type = "dashboard_update"
+	m.Data.TodayVisitors.Authenticated = today.Authenticated
+	m.Data.TodayVisitors.Anonymous = today.Anonymous
+	m.Data.TodayVisitors.Total = today.Total()
+	m.Data.RealtimeCount = count
+	m.Data.CommunityID = community
+	m.Timestamp = rfc3339(at)
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func encodeAnalytics(e *streams.Event) []byte {
+	b, _ := json.Marshal(analyticsUpdate{Type: streams.TypeAnalyticsUpdate, Metric: e.Metric, Value: e.Value, Timestamp: rfc3339(e.Time)})
+	return b
+}
+
+func encodeError(code, message string) []byte {
+	b, _ := json.Marshal(errorMessage{Type: "error", Code: code, Message: message})
+	return b
+}
+
+// broadcastType reads the type of a broadcast message (validated when it
+// was accepted by the service API).
+func broadcastType(msg []byte) string {
+	var m struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(msg, &m)
+	return m.Type
+}
+
+// rfc3339 formats t as the seed does: RFC 3339, UTC, whole seconds.
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.UTC().Truncate(time.Second).Format(time.RFC3339)
+}
+
+func intPtr(i int) *int { return &i }

@@ -1,0 +1,271 @@
+// Package api is footfall's HTTP surface and nothing else: the echo routes,
+// the WebSocket streams, the service API, credential extraction and the one
+// mapping of errors to HTTP statuses and close codes. It is the only package
+// that imports echo and gorilla/websocket; the domain lives in streams.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/streams"
+	"github.com/labstack/echo/v4"
+)
+
+// Options are a Server's dependencies and settings.
+type Options struct {
+	Bus      streams.Bus
+	Verifier *auth.Verifier
+	Log      *slog.Logger
+
+	// APIKey enables the service API (CONTRACT section 6); empty disables it.
+	APIKey string
+	// AllowedOrigins replaces the same-host default; "*" allows all.
+	AllowedOrigins []string
+	// PresenceTTL is the lifetime of a service-API or poll source.
+	PresenceTTL time.Duration
+	// DashboardInterval is the period of the dashboard push.
+	DashboardInterval time.Duration
+
+	// Dev enables POST /dev/token, which mints tokens with DevSecret.
+	Dev       bool
+	DevSecret []byte
+	// DevAudience and DevIssuer go into dev tokens so that they pass the
+	// verifier's checks.
+	DevAudience, DevIssuer string
+
+	// Web, when set, is served at / (the demo page).
+	Web fs.FS
+	// Now is the clock; time.Now by default.
+	Now func() time.Time
+}
+
+// Server is the HTTP surface of one footfall node.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	bus      streams.Bus
+	hub      *streams.Hub
+	verifier *auth.Verifier
+	echo     *echo.Echo
+	nodeID   string
+	now      func() time.Time
+	origins  originPolicy
+
+	connSeq  atomic.Uint64
+	draining atomic.Bool
+
+	mu       sync.Mutex
+	clients  map[*client]struct{}
+	sessions map[string]map[*client]struct{} // session id -> its open clients
+
+	stopRevoke func()
+}
+
+// New returns a Server. Call Run to start its background work and Close
+// when done.
+func New(opts Options) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.PresenceTTL <= 0 {
+		opts.PresenceTTL = 30 * time.Second
+	}
+	if opts.DashboardInterval <= 0 {
+		opts.DashboardInterval = 30 * time.Second
+	}
+	var node [6]byte
+	_, _ = rand.Read(node[:])
+	s := &Server{
+		opts:     opts,
+		log:      opts.Log,
+		bus:      opts.Bus,
+		hub:      streams.NewHub(opts.Bus, opts.Log),
+		verifier: opts.Verifier,
+		nodeID:   hex.EncodeToString(node[:]),
+		now:      opts.Now,
+		origins:  newOriginPolicy(opts.AllowedOrigins),
+		clients:  make(map[*client]struct{}),
+		sessions: make(map[string]map[*client]struct{}),
+	}
+	s.echo = s.routes()
+	s.stopRevoke = s.bus.OnRevoke(s.revoked)
+	return s
+}
+
+// Handler is the node's whole HTTP surface.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Run does the server's periodic work (the dashboard push) until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	t := time.NewTicker(s.opts.DashboardInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			s.hub.Refresh(rctx)
+			cancel()
+		}
+	}
+}
+
+// Drain starts shutdown: /readyz answers 503 and every open stream is told
+// to go (WebSockets close with 1001).
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.mu.Lock()
+	cs := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.closeWith(1001, "server shutting down")
+	}
+}
+
+// Close stops listening for revocations. The caller stops the HTTP server
+// first.
+func (s *Server) Close() {
+	s.stopRevoke()
+}
+
+// OpenClients returns the number of open streams on this node.
+func (s *Server) OpenClients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.clients)
+}
+
+func (s *Server) register(c *client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients[c] = struct{}{}
+	if sid := c.identity().SessionID; sid != "" {
+		m := s.sessions[sid]
+		if m == nil {
+			m = make(map[*client]struct{})
+			s.sessions[sid] = m
+		}
+		m[c] = struct{}{}
+	}
+}
+
+func (s *Server) unregister(c *client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.clients, c)
+	if sid := c.sessionID; sid != "" {
+		if m := s.sessions[sid]; m != nil {
+			delete(m, c)
+			if len(m) == 0 {
+				delete(s.sessions, sid)
+			}
+		}
+	}
+}
+
+// revoked closes every local connection of a revoked session. The bus calls
+// it for revocations made on any node.
+func (s *Server) revoked(sessionID string) {
+	s.mu.Lock()
+	var cs []*client
+	for c := range s.sessions[sessionID] {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.closeWith(int(auth.CodeExpired), "session revoked")
+	}
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.draining.Load() {
+		return &httpError{Status: http.StatusServiceUnavailable, Slug: "shutting_down", Message: "the node is shutting down"}
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.bus.Ping(ctx); err != nil {
+		s.log.Warn("readiness: bus unreachable", "err", err)
+		return &httpError{Status: http.StatusServiceUnavailable, Slug: "bus_unavailable", Message: "the bus is unreachable"}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// community validates and normalizes the :id path parameter (404 on a
+// malformed id, CONTRACT section 2).
+func community(c echo.Context) (string, error) {
+	id, ok := streams.NormalizeCommunityID(c.Param("id"))
+	if !ok {
+		return "", errNotFound("unknown community id: ids match [0-9a-fA-F-]+")
+	}
+	return id, nil
+}
+
+// originPolicy decides which browser origins may open streams.
+type originPolicy struct {
+	any     bool
+	allowed map[string]bool // lower-case origins; nil = same host
+}
+
+func newOriginPolicy(list []string) originPolicy {
+	var p originPolicy
+	for _, o := range list {
+		o = strings.TrimRight(strings.ToLower(strings.TrimSpace(o)), "/")
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			p.any = true
+			continue
+		}
+		if p.allowed == nil {
+			p.allowed = make(map[string]bool)
+		}
+		p.allowed[o] = true
+	}
+	return p
+}
+
+// check applies CONTRACT section 7: no Origin is allowed (not a browser),
+// "null" is refused, otherwise the list (or the same host:port as Host).
+func (p originPolicy) check(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	origin = strings.ToLower(origin)
+	if origin == "null" {
+		return false
+	}
+	if p.any {
+		return true
+	}
+	if p.allowed != nil {
+		return p.allowed[origin]
+	}
+	scheme, host, ok := strings.Cut(origin, "://")
+	if !ok || scheme == "" || host == "" {
+		return false
+	}
+	return host == strings.ToLower(r.Host)
+}

@@ -1,0 +1,151 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/footfall/footfall/api"
+)
+
+func TestServiceAPIKey(t *testing.T) {
+	g := newGateway(t, nil)
+	path := "/api/v1/communities/" + community1 + "/metrics"
+	body := map[string]any{"metric": "m", "value": 1}
+	if code, m := g.call("POST", path, "", body); code != http.StatusUnauthorized || m.str("error") == "" {
+		t.Errorf("no key = %d %v; want 401 with an error", code, m)
+	}
+	if code, _ := g.call("POST", path, "wrong", body); code != http.StatusUnauthorized {
+		t.Errorf("wrong key = %d; want 401", code)
+	}
+	if code, _ := g.call("POST", path, testAPIKey, body); code != http.StatusAccepted {
+		t.Errorf("right key = %d; want 202", code)
+	}
+
+	off := newGateway(t, func(o *api.Options) { o.APIKey = "" })
+	if code, m := off.call("POST", path, testAPIKey, body); code != http.StatusNotFound || m.str("error") != "not_found" {
+		t.Errorf("without a configured key = %d %v; want 404", code, m)
+	}
+}
+
+func TestServiceAPIValidation(t *testing.T) {
+	g := newGateway(t, nil)
+	events := "/api/v1/communities/" + community1 + "/visitor-events"
+	cases := []struct {
+		name  string
+		path  string
+		body  any
+		field string
+		index int // -1: no index
+	}{
+		{"empty body", events, "", "body", -1},
+		{"not json", events, "{nope", "body", -1},
+		{"missing visitor_id", events, map[string]any{"action": "join"}, "visitor_id", -1},
+		{"visitor_id not a string", events, map[string]any{"visitor_id": 5, "action": "join"}, "visitor_id", -1},
+		{"authenticated not a bool", events, map[string]any{"visitor_id": "a", "authenticated": "yes", "action": "join"}, "authenticated", -1},
+		{"bad action", events, map[string]any{"visitor_id": "a", "action": "dance"}, "action", -1},
+		{"batch element", events, []any{visitorEvent("a", false, "join"), map[string]any{"visitor_id": "b"}}, "action", 1},
+		{"batch element not an object", events, []any{visitorEvent("a", false, "join"), 7}, "body", 1},
+		{"empty batch", events, []any{}, "body", -1},
+		{"metric missing", "/api/v1/communities/" + community1 + "/metrics", map[string]any{"value": 1}, "metric", -1},
+		{"metric value missing", "/api/v1/communities/" + community1 + "/metrics", map[string]any{"metric": "m"}, "value", -1},
+		{"conversion without session", "/api/v1/communities/" + community1 + "/conversions", map[string]any{"converted_at": "2025-10-10T14:31:00Z"}, "session_id", -1},
+		{"conversion bad time", "/api/v1/communities/" + community1 + "/conversions", map[string]any{"session_id": "s", "converted_at": "yesterday"}, "converted_at", -1},
+		{"broadcast bad stream", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "all", "message": map[string]any{"type": "visitor_count", "count": 1}}, "stream", -1},
+		{"broadcast not a server message", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "hello"}}, "message.type", -1},
+		{"broadcast wrong stream for type", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "dashboard_update", "data": map[string]any{}}}, "message.type", -1},
+		{"broadcast count not a number", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "visitor_count", "count": "many"}}, "message.count", -1},
+		{"session without user", "/api/v1/sessions", map[string]any{"communities": map[string]string{community1: "member"}}, "user_id", -1},
+		{"session bad role", "/api/v1/sessions", map[string]any{"user_id": "u", "communities": map[string]string{community1: "owner"}}, "communities", -1},
+		{"session bad ttl", "/api/v1/sessions", map[string]any{"user_id": "u", "ttl_seconds": -5}, "ttl_seconds", -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, m := g.service("POST", tc.path, tc.body)
+			if code != http.StatusBadRequest {
+				t.Fatalf("POST %s = %d %v; want 400", tc.path, code, m)
+			}
+			if m.str("error") == "" || m.str("message") == "" || m.str("field") != tc.field {
+				t.Fatalf("POST %s = %v; want error, message and field %q", tc.path, m, tc.field)
+			}
+			_, hasIndex := m["index"]
+			if tc.index >= 0 && (!hasIndex || m.num("index") != tc.index) {
+				t.Fatalf("POST %s = %v; want index %d", tc.path, m, tc.index)
+			}
+			if tc.index < 0 && hasIndex {
+				t.Fatalf("POST %s = %v; want no index", tc.path, m)
+			}
+		})
+	}
+	if code, m := g.service("POST", "/api/v1/communities/not-a-hex-id!/metrics", map[string]any{"metric": "m", "value": 1}); code != http.StatusNotFound {
+		t.Errorf("bad community id = %d %v; want 404", code, m)
+	}
+	big := `{"metric":"m","value":"` + strings.Repeat("x", 1<<20) + `"}`
+	if code, m := g.service("POST", "/api/v1/communities/"+community1+"/metrics", big); code != http.StatusRequestEntityTooLarge || m.str("error") == "" {
+		t.Errorf("body over 1 MiB = %d %v; want 413", code, m)
+	}
+}
+
+func TestVisitorEventsBatch(t *testing.T) {
+	g := newGateway(t, nil)
+	path := "/api/v1/communities/" + community1 + "/visitor-events"
+	code, m := g.service("POST", path, []any{
+		visitorEvent("a1", false, "join"),
+		visitorEvent("a2", false, "join"),
+		visitorEvent("u1", true, "join"),
+		visitorEvent("a1", false, "heartbeat"),
+		visitorEvent("a2", false, "leave"),
+	})
+	if code != http.StatusOK || m.num("count") != 2 || m.str("community_id") != community1 {
+		t.Fatalf("batch = %d %v; want 200 count 2", code, m)
+	}
+	// An invalid element rejects the whole batch before anything applies.
+	code, _ = g.service("POST", path, []any{visitorEvent("a3", false, "join"), map[string]any{"visitor_id": ""}})
+	if code != http.StatusBadRequest {
+		t.Fatalf("batch with a bad element = %d; want 400", code)
+	}
+	code, m = g.service("POST", path, visitorEvent("a1", false, "leave"))
+	if code != http.StatusOK || m.num("count") != 1 {
+		t.Fatalf("leave = %d %v; want count 1 (the bad batch applied nothing)", code, m)
+	}
+}
+
+func TestHealthAndNotFound(t *testing.T) {
+	g := newGateway(t, nil)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/no/such/route": 404} {
+		resp, err := http.Get(g.ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d; want %d", path, resp.StatusCode, want)
+		}
+		if ct := resp.Header.Get("Content-Type"); path != "/" && !strings.HasPrefix(ct, "application/json") {
+			t.Errorf("GET %s Content-Type = %q; want JSON", path, ct)
+		}
+	}
+	g.srv.Drain()
+	resp, err := http.Get(g.ts.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("GET /readyz while draining = %d; want 503", resp.StatusCode)
+	}
+}
+
+func TestDevToken(t *testing.T) {
+	g := newGateway(t, nil)
+	code, m := g.call("POST", "/dev/token", "", map[string]any{"community": community1, "role": "moderator"})
+	if code != http.StatusOK || m.str("token") == "" || m.str("sub") == "" {
+		t.Fatalf("dev token = %d %v; want a token and a sub", code, m)
+	}
+	g.dial(dashboardPath(community1), m.str("token")).readType("dashboard_update")
+
+	off := newGateway(t, func(o *api.Options) { o.Dev = false })
+	if code, _ := off.call("POST", "/dev/token", "", map[string]any{}); code != http.StatusNotFound {
+		t.Fatalf("dev token outside dev mode = %d; want 404", code)
+	}
+}

@@ -1,0 +1,362 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/streams"
+	"github.com/gorilla/websocket"
+	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
+)
+
+const (
+	// maxInbound is the largest client message footfall reads; a larger
+	// one gets a message_too_large error (CONTRACT section 5).
+	maxInbound = 4 << 10
+	// maxFrame is the largest frame accepted at all: beyond it the
+	// connection closes with 1009.
+	maxFrame = 64 << 10
+	// writeWait bounds every write: a client that does not take a frame in
+	// this time is gone.
+	writeWait = 10 * time.Second
+	// pingEvery is the WebSocket keepalive; pongWait is how long a silent
+	// peer is kept.
+	pingEvery = 25 * time.Second
+	pongWait  = 60 * time.Second
+	// closeWait is how long a server-initiated close waits for the peer's
+	// answer before dropping the TCP connection.
+	closeWait = 2 * time.Second
+
+	// Inbound rate limit (CONTRACT section 7): 10 a second, burst 20; a
+	// connection that stays over it for rateLimitClose is closed with 1008.
+	inboundRate    = 10
+	inboundBurst   = 20
+	rateLimitClose = 10 * time.Second
+)
+
+var writeBufferPool = &sync.Pool{}
+
+func (s *Server) upgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferPool: writeBufferPool,
+		// Origins are checked by checkOrigin before the upgrade, with an
+		// HTTP 403 (CONTRACT section 7).
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+}
+
+// serveWS serves one of a community's WebSocket streams. The upgrade is
+// always accepted once the route, community id and Origin are fine;
+// authentication outcomes are close codes 4001-4004 (CONTRACT section 3).
+func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
+	up := s.upgrader()
+	return func(c echo.Context) error {
+		community, err := community(c)
+		if err != nil {
+			return err
+		}
+		r := c.Request()
+		cred := auth.Extract(r)
+		hdr := http.Header{}
+		if cred.Subprotocol != "" {
+			hdr.Set("Sec-WebSocket-Protocol", cred.Subprotocol)
+		}
+		conn, err := up.Upgrade(c.Response(), r, hdr)
+		if err != nil {
+			// The upgrader has answered with an HTTP error already.
+			return nil
+		}
+		log := s.log.With("request_id", requestID(c), "community", community, "stream", string(stream), "transport", "websocket")
+		ident, err := s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
+		if err != nil {
+			code, reason := closeFor(err)
+			log.Info("connection refused", "code", code, "reason", reason)
+			refuse(conn, code, reason)
+			return nil
+		}
+		s.runWS(r.Context(), conn, community, stream, ident, log)
+		return nil
+	}
+}
+
+// closeFor maps an authentication error to a close code and a reason.
+func closeFor(err error) (int, string) {
+	var ae *auth.Error
+	if errors.As(err, &ae) {
+		return int(ae.Code), ae.Reason
+	}
+	return websocket.CloseInternalServerErr, "internal error"
+}
+
+// refuse closes a just-upgraded connection with code, waiting briefly for
+// the peer's answer so that browsers see the code.
+func refuse(conn *websocket.Conn, code int, reason string) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeWait))
+	_ = conn.SetReadDeadline(time.Now().Add(closeWait))
+	for {
+		if _, _, err := conn.NextReader(); err != nil {
+			break
+		}
+	}
+	_ = conn.Close()
+}
+
+// wsTransport writes a client's messages to a WebSocket.
+type wsTransport struct {
+	conn *websocket.Conn
+}
+
+func (t *wsTransport) write(_ string, msg []byte) error {
+	_ = t.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	return t.conn.WriteMessage(websocket.TextMessage, msg)
+}
+
+func (t *wsTransport) keepalive() error {
+	return t.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+}
+
+func (t *wsTransport) end(code int, reason string) {
+	_ = t.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeWait))
+	// The reader ends when the peer answers, or at this deadline.
+	_ = t.conn.SetReadDeadline(time.Now().Add(closeWait))
+}
+
+// runWS runs an authenticated connection until it ends.
+func (s *Server) runWS(ctx context.Context, conn *websocket.Conn, community string, stream streams.Stream, ident *auth.Identity, log *slog.Logger) {
+	start := time.Now()
+	c := &client{
+		srv:            s,
+		id:             s.connSeq.Add(1),
+		community:      community,
+		stream:         stream,
+		sessionID:      ident.SessionID,
+		ident:          ident,
+		tr:             &wsTransport{conn: conn},
+		wake:           make(chan struct{}, 1),
+		done:           make(chan struct{}),
+		keepaliveEvery: pingEvery,
+	}
+	if stream == streams.StreamVisitors {
+		c.visitor = streams.Visitor{ID: ident.Subject, Authenticated: true}
+	}
+	defer conn.Close()
+
+	snap, cleanup, err := s.attach(ctx, c)
+	if err != nil {
+		log.Warn("attach failed", "err", err)
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "temporarily unavailable"), time.Now().Add(writeWait))
+		return
+	}
+	defer cleanup()
+	c.begin(snap)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.writeLoop()
+		// Whatever ended the writer, the reader must not wait for a
+		// silent peer for long.
+		_ = conn.SetReadDeadline(time.Now().Add(closeWait))
+	}()
+	log.Info("connection open", "conn", c.id, "sub", ident.Subject)
+
+	code := s.readLoop(conn, c)
+	close(c.done)
+	wg.Wait()
+	c.mu.Lock()
+	if c.code != 0 {
+		code = c.code
+	}
+	c.mu.Unlock()
+	log.Info("connection closed", "conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
+}
+
+// attach subscribes c to its community and, on the visitors stream, makes
+// its visitor present. The returned cleanup undoes both.
+func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(), error) {
+	leave, snap, err := s.hub.Join(ctx, c.community, c)
+	if err != nil {
+		return snap, nil, err
+	}
+	var sourceID string
+	if c.stream == streams.StreamVisitors {
+		sourceID = s.nodeID + "-" + strconv.FormatUint(c.id, 10)
+		res, err := s.bus.Touch(ctx, streams.Source{Community: c.community, Visitor: c.visitor, ID: sourceID})
+		if err != nil {
+			leave()
+			return snap, nil, err
+		}
+		s.hub.Observe(c.community, res, s.now())
+		if res.Seq >= snap.Seq {
+			snap.Seq, snap.Count, snap.Today = res.Seq, res.Count, res.Today
+		}
+	}
+	s.register(c)
+	cleanup := func() {
+		s.unregister(c)
+		leave()
+		if sourceID != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			res, err := s.bus.Leave(ctx, c.community, c.visitor, sourceID)
+			if err != nil {
+				s.log.Warn("presence leave failed", "community", c.community, "err", err)
+				return
+			}
+			s.hub.Observe(c.community, res, s.now())
+		}
+	}
+	return snap, cleanup, nil
+}
+
+// readLoop reads client messages until the connection ends, and returns
+// the close code the peer sent (or 0).
+func (s *Server) readLoop(conn *websocket.Conn, c *client) int {
+	conn.SetReadLimit(maxFrame)
+	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
+	extend := func() {
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if !closing {
+			_ = conn.SetReadDeadline(time.Now().Add(pongWait))
+		}
+	}
+	conn.SetPongHandler(func(string) error { extend(); return nil })
+	lim := rate.NewLimiter(inboundRate, inboundBurst)
+	var limitedSince, lastRefused time.Time
+	for {
+		mt, data, err := conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code
+			}
+			return 0
+		}
+		extend()
+		now := time.Now()
+		if !lim.AllowN(now, 1) {
+			if limitedSince.IsZero() || now.Sub(lastRefused) > time.Second {
+				limitedSince = now
+			}
+			lastRefused = now
+			if now.Sub(limitedSince) >= rateLimitClose {
+				c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded")
+				continue
+			}
+			c.send("error", encodeError("rate_limited", "too many messages: at most 10 a second"))
+			continue
+		}
+		if mt != websocket.TextMessage {
+			c.send("error", encodeError("invalid_message", "binary frames are not supported; send JSON text"))
+			continue
+		}
+		msg, ierr := decodeInbound(data)
+		if ierr != nil {
+			c.send("error", encodeError(ierr.code, ierr.message))
+			continue
+		}
+		s.handleInbound(c, msg)
+	}
+}
+
+// inbound is a decoded client message.
+type inbound struct {
+	Type  string
+	Token string
+}
+
+type inboundError struct {
+	code, message string
+}
+
+// decodeInbound parses one client message (CONTRACT section 5).
+func decodeInbound(data []byte) (inbound, *inboundError) {
+	if len(data) > maxInbound {
+		return inbound{}, &inboundError{"message_too_large", "messages are limited to 4096 bytes"}
+	}
+	if !json.Valid(data) {
+		return inbound{}, &inboundError{"invalid_json", "message is not valid JSON"}
+	}
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return inbound{}, &inboundError{"invalid_message", "a message is a JSON object with a \"type\""}
+	}
+	var raw struct {
+		Type  json.RawMessage `json:"type"`
+		Token json.RawMessage `json:"token"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return inbound{}, &inboundError{"invalid_message", "a message is a JSON object with a \"type\""}
+	}
+	var m inbound
+	if raw.Type == nil || json.Unmarshal(raw.Type, &m.Type) != nil {
+		return inbound{}, &inboundError{"invalid_message", "\"type\" must be a string"}
+	}
+	switch m.Type {
+	case "ping", "request_count":
+	case "auth":
+		if raw.Token == nil || json.Unmarshal(raw.Token, &m.Token) != nil || m.Token == "" {
+			return inbound{}, &inboundError{"invalid_message", "\"token\" must be a non-empty string"}
+		}
+	default:
+		return inbound{}, &inboundError{"unknown_type", "unknown message type; expected ping, request_count or auth"}
+	}
+	return m, nil
+}
+
+func (s *Server) handleInbound(c *client, m inbound) {
+	now := s.now()
+	switch m.Type {
+	case "ping":
+		b, _ := json.Marshal(struct {
+			Type      string `json:"type"`
+			Timestamp string `json:"timestamp"`
+		}{"pong", rfc3339(now)})
+		c.send("pong", b)
+	case "request_count":
+		c.requestCount(now)
+	case "auth":
+		s.refreshAuth(c, m.Token)
+	}
+}
+
+// refreshAuth applies {"type":"auth"} (CONTRACT section 7): a token for the
+// same sub that still grants the stream extends the connection's life.
+func (s *Server) refreshAuth(c *client, token string) {
+	ident, err := s.verifier.Verify(token)
+	if err != nil {
+		var ae *auth.Error
+		code := "invalid_token"
+		if errors.As(err, &ae) && ae.Code == auth.CodeExpired {
+			code = "expired"
+		}
+		c.send("error", encodeError(code, "token refused: the connection keeps its current credential"))
+		return
+	}
+	cur := c.identity()
+	if ident.Subject != cur.Subject || !ident.Allows(c.community, c.stream) {
+		c.send("error", encodeError("forbidden", "token is for another user or does not grant this stream"))
+		return
+	}
+	ident.SessionID = cur.SessionID
+	c.mu.Lock()
+	c.ident = ident
+	c.mu.Unlock()
+	b, _ := json.Marshal(struct {
+		Type      string `json:"type"`
+		ExpiresAt string `json:"expires_at"`
+	}{"auth_ok", rfc3339(ident.ExpiresAt)})
+	c.send("auth_ok", b)
+}

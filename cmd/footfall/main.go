@@ -1,0 +1,272 @@
+// Command footfall is the realtime gateway: live visitor counts and
+// moderator dashboards for community sites over WebSocket, on an embedded
+// bus or on Valkey.
+//
+//	footfall --dev                 # try it: random secret and API key
+//	footfall                       # production: configured by FOOTFALL_* variables
+//	footfall token --sub user-42 --community ID=member --ttl 1h
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/footfall/footfall/api"
+	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/streams"
+	"github.com/footfall/footfall/streams/memory"
+	"github.com/footfall/footfall/web"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(*configError)):
+		fmt.Fprintln(os.Stderr, "footfall:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "footfall:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program; tests call it with their own arguments,
+// environment and outputs. It returns when ctx ends and the node has shut
+// down.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return runToken(args[1:], getenv, stdout, stderr)
+		case "healthcheck":
+			return runHealthcheck(ctx, args[1:], getenv)
+		}
+	}
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	var handler slog.Handler = slog.NewJSONHandler(stderr, nil)
+	if cfg.LogFormat == "text" {
+		handler = slog.NewTextHandler(stderr, nil)
+	}
+	log := slog.New(handler)
+
+	if cfg.ValkeyURL != "" {
+		// The Valkey bus is issue 3; refusing is better than silently
+		// running a single node that the operator believes is shared.
+		return configErrorf("FOOTFALL_VALKEY_URL is set, but this build has only the embedded bus; unset it to run a single node")
+	}
+
+	authCfg := auth.Config{Secret: []byte(cfg.JWTSecret), Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer}
+	if cfg.JWTPublicKey != "" {
+		if authCfg.PublicKeyPEM, err = readFile("FOOTFALL_JWT_PUBLIC_KEY", cfg.JWTPublicKey); err != nil {
+			return err
+		}
+	}
+	if cfg.Dev {
+		if cfg.JWTSecret == "" {
+			authCfg.Secret = []byte(randomHex(32))
+			fmt.Fprintf(stdout, "footfall dev mode: JWT secret (HS256): %s\n", authCfg.Secret)
+		}
+		if cfg.APIKey == "" {
+			cfg.APIKey = randomHex(24)
+			fmt.Fprintf(stdout, "footfall dev mode: service API key: %s\n", cfg.APIKey)
+		}
+	}
+	verifier, err := auth.NewVerifier(authCfg)
+	if err != nil {
+		return configErrorf("JWT configuration: %v", err)
+	}
+
+	bus := memory.New(memory.Options{Location: cfg.Timezone})
+	defer bus.Close()
+
+	opts := api.Options{
+		Bus:               bus,
+		Verifier:          verifier,
+		Log:               log,
+		APIKey:            cfg.APIKey,
+		AllowedOrigins:    cfg.AllowedOrigins,
+		PresenceTTL:       cfg.PresenceTTL,
+		DashboardInterval: cfg.DashboardInterval,
+		Dev:               cfg.Dev,
+		Web:               web.FS(),
+	}
+	if cfg.Dev {
+		opts.DevSecret, opts.DevAudience, opts.DevIssuer = authCfg.Secret, cfg.JWTAudience, cfg.JWTIssuer
+	}
+	srv := api.New(opts)
+	defer srv.Close()
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return configErrorf("FOOTFALL_ADDR: %v", err)
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "footfall listening on %s://%s\n", scheme, ln.Addr())
+	log.Info("listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "bus", "memory")
+
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(handler, slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			serveErr <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			serveErr <- hs.Serve(ln)
+		}
+	}()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		srv.Run(runCtx)
+	}()
+	defer func() {
+		stopRun()
+		<-runDone
+	}()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Shutdown order (STYLE): stop accepting, tell streams to go, drain,
+	// close the bus (deferred).
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	srv.Drain()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	for srv.OpenClients() > 0 && shutCtx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	<-serveErr
+	log.Info("stopped")
+	return nil
+}
+
+// runToken is `footfall token`: mint a token with the configured secret.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("footfall token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sub := fs.String("sub", "", "the token's subject (user id), required")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime")
+	admin := fs.Bool("admin", false, "site admin (role: admin): allowed everywhere")
+	secret := fs.String("jwt-secret", getenv("FOOTFALL_JWT_SECRET"), "HS256 secret (FOOTFALL_JWT_SECRET)")
+	aud := fs.String("jwt-audience", getenv("FOOTFALL_JWT_AUDIENCE"), "audience (FOOTFALL_JWT_AUDIENCE)")
+	iss := fs.String("jwt-issuer", getenv("FOOTFALL_JWT_ISSUER"), "issuer (FOOTFALL_JWT_ISSUER)")
+	communities := map[string]auth.Role{}
+	fs.Func("community", "ID=ROLE (member, moderator or admin); repeatable", func(v string) error {
+		id, role, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("want ID=ROLE, got %q", v)
+		}
+		cid, valid := streams.NormalizeCommunityID(id)
+		if !valid {
+			return fmt.Errorf("invalid community id %q", id)
+		}
+		switch auth.Role(role) {
+		case auth.RoleMember, auth.RoleModerator, auth.RoleAdmin:
+		default:
+			return fmt.Errorf("role must be member, moderator or admin, not %q", role)
+		}
+		communities[cid] = auth.Role(role)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return configErrorf("token: %v", err)
+	}
+	switch {
+	case *sub == "":
+		return configErrorf("token: --sub is required")
+	case *secret == "":
+		return configErrorf("token: no secret: set FOOTFALL_JWT_SECRET or --jwt-secret (tokens for a public key are minted by the platform's private key)")
+	case *ttl <= 0:
+		return configErrorf("token: --ttl must be positive")
+	}
+	token, _, err := auth.Mint([]byte(*secret), auth.Claims{
+		Subject: *sub, Communities: communities, Admin: *admin, TTL: *ttl, Audience: *aud, Issuer: *iss,
+	}, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, token)
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// runHealthcheck is `footfall healthcheck`: GET /healthz of the local node
+// (for the container's HEALTHCHECK, which has no curl). Exit 0 when healthy.
+func runHealthcheck(ctx context.Context, args []string, getenv func(string) string) error {
+	addr := getenv("FOOTFALL_ADDR")
+	if len(args) > 0 {
+		addr = args[0]
+	}
+	if addr == "" {
+		addr = ":8080"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return configErrorf("healthcheck: bad address %q", addr)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	client := &http.Client{Timeout: 3 * time.Second}
+	if getenv("FOOTFALL_TLS_CERT") != "" {
+		scheme = "https"
+		// The node's own certificate names its public host, not 127.0.0.1.
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // loopback self-check
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %d", resp.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,875 @@
+// Package memory is footfall's embedded, single-node implementation of
+// streams.Bus: events, history, presence, today's visitors and sessions all
+// live in this process's memory and die with it.
+//
+// Concurrency, in short:
+//
+//   - Each community has its own mutex (community.mu) that guards its
+//     sequence number, history, present visitors and today's figures. Every
+//     change of presence and the event that announces it happen under that
+//     one lock, so events and figures can never disagree.
+//   - Handlers are never called under any of the bus's state locks. Events
+//     are appended, in Seq order and still under community.mu, to one
+//     FIFO queue; one delivery goroutine owned by the Bus drains it and
+//     calls the handlers. See deliveryQueue for why.
+//   - Sessions have their own mutex; revocations travel through the same
+//     delivery goroutine.
+//   - A reaper goroutine ends expired sources, rolls days over, trims
+//     history and forgets old session records.
+//
+// Close stops both goroutines and waits for them.
+package memory
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/footfall/footfall/streams"
+)
+
+// Defaults and limits of Options.
+const (
+	DefaultReapInterval = 250 * time.Millisecond
+	DefaultHistorySize  = 100
+	DefaultHistoryAge   = 5 * time.Minute
+	// MaxHistory bounds the history of one community whatever the other
+	// rules say, so that a burst cannot grow memory without limit.
+	MaxHistory = 10_000
+	// SessionRetention is how long a session is remembered after its
+	// expiry, revoked or not, so that Session can tell "revoked" and
+	// "expired" from "never existed".
+	SessionRetention = 24 * time.Hour
+)
+
+// Options configures a Bus. The zero value is usable.
+type Options struct {
+	// Clock tells the time (default streams.SystemClock).
+	Clock streams.Clock
+	// Location defines "today" (default UTC).
+	Location *time.Location
+	// ReapInterval is how often expired sources are ended (default 250ms).
+	ReapInterval time.Duration
+	// HistorySize is the number of events each community keeps at least
+	// (default 100, at most MaxHistory).
+	HistorySize int
+	// HistoryAge is how long each event is kept at least (default 5m),
+	// as long as the community holds no more than MaxHistory events.
+	HistoryAge time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Clock == nil {
+		o.Clock = streams.SystemClock{}
+	}
+	if o.Location == nil {
+		o.Location = time.UTC
+	}
+	if o.ReapInterval <= 0 {
+		o.ReapInterval = DefaultReapInterval
+	}
+	if o.HistorySize <= 0 {
+		o.HistorySize = DefaultHistorySize
+	}
+	o.HistorySize = min(o.HistorySize, MaxHistory)
+	if o.HistoryAge <= 0 {
+		o.HistoryAge = DefaultHistoryAge
+	}
+	return o
+}
+
+// Bus is the in-memory streams.Bus. Create it with New; Close it when done.
+type Bus struct {
+	opts  Options
+	epoch string // prefix of every event id, random per Bus
+
+	closed atomic.Bool
+	stop   chan struct{} // closed by Close: the goroutines' stop signal
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	queue deliveryQueue
+
+	mu    sync.RWMutex // guards comms (the map, not the communities)
+	comms map[string]*community
+
+	sessMu   sync.Mutex
+	sessions map[string]*sessionRecord
+	// sessPruneAt is the earliest time a session record may be forgotten
+	// (zero: none to forget), so the reaper does not scan them every tick.
+	sessPruneAt time.Time
+
+	revMu    sync.Mutex
+	revokers atomic.Pointer[[]*revokeSub] // copy-on-write under revMu
+}
+
+var _ streams.Bus = (*Bus)(nil)
+
+// New returns a running Bus. Its goroutines run until Close.
+func New(opts Options) *Bus {
+	b := &Bus{
+		opts:     opts.withDefaults(),
+		epoch:    newEpoch(),
+		stop:     make(chan struct{}),
+		comms:    make(map[string]*community),
+		sessions: make(map[string]*sessionRecord),
+	}
+	b.queue.wake = make(chan struct{}, 1)
+	b.wg.Add(2)
+	go func() { defer b.wg.Done(); b.deliver() }()
+	go func() { defer b.wg.Done(); b.reap() }()
+	return b
+}
+
+// newEpoch returns 8 random base32 characters: ids of a previous Bus (an
+// earlier process) never match this one's, so a client resuming with an
+// old id gets a snapshot instead of a wrong replay.
+func newEpoch() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// check returns ErrClosed after Close, else the context's error.
+func (b *Bus) check(ctx context.Context) error {
+	if b.closed.Load() {
+		return streams.ErrClosed
+	}
+	return ctx.Err()
+}
+
+func (b *Bus) now() time.Time { return b.opts.Clock.Now() }
+
+// stamp is the time of an event published at now: whole seconds, UTC
+// (CONTRACT section 7, "Timestamps").
+func stamp(now time.Time) time.Time { return now.UTC().Truncate(time.Second) }
+
+// Ping returns nil unless the bus is closed: memory is always reachable.
+func (b *Bus) Ping(ctx context.Context) error { return b.check(ctx) }
+
+// Close stops the delivery and reaper goroutines and waits for them. Events
+// still queued are dropped: once Close returns, no handler runs or will
+// run (so a handler must not call Close: it would wait for itself). Close
+// is idempotent and always returns nil; every other method returns
+// streams.ErrClosed afterwards.
+func (b *Bus) Close() error {
+	b.once.Do(func() {
+		b.closed.Store(true)
+		close(b.stop)
+		b.wg.Wait()
+	})
+	return nil
+}
+
+// Pending is the number of events and revocations waiting for the delivery
+// goroutine. Handlers do not block, so it stays near zero; a growing value
+// means a handler broke that rule (export it as a metric).
+func (b *Bus) Pending() int { return b.queue.len() }
+
+// ---------------------------------------------------------------------------
+// Communities
+
+// community is the state of one community. Communities are never forgotten
+// once created: their sequence numbers must not restart while the process
+// lives (ids would repeat). An idle community costs its history (at most
+// HistorySize events once older than HistoryAge) and a few small maps.
+type community struct {
+	id string
+
+	// subs is read lock-free by the delivery goroutine; it is replaced
+	// (copy on write) under mu.
+	subs atomic.Pointer[[]*subscription]
+
+	mu       sync.Mutex
+	seq      uint64
+	history  []stored // oldest first; seqs are consecutive
+	visitors map[string]*visitor
+	// nextDeadline is the earliest deadline of a TTL source (zero: none).
+	// It may be earlier than the true earliest one (a renewed or left
+	// source); the next expire pass then recomputes it.
+	nextDeadline time.Time
+	dayStart     time.Time           // midnight starting the day of today
+	today        map[string]struct{} // keys of today's distinct visitors
+	todayFig     streams.Today
+	changed      time.Time
+}
+
+type stored struct {
+	e  streams.Event
+	at time.Time // when it was stored, by the bus's clock
+}
+
+// visitor is a present visitor: one with at least one source.
+type visitor struct {
+	v streams.Visitor
+	// sources maps a source id to its deadline; zero means held.
+	sources map[string]time.Time
+}
+
+// presentAt reports whether v had a live source at t, assuming all its
+// current sources existed then.
+func (v *visitor) presentAt(t time.Time) bool {
+	for _, d := range v.sources {
+		if d.IsZero() || d.After(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Bus) lookup(id string) *community {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.comms[id]
+}
+
+func (b *Bus) lookupOrCreate(id string) *community {
+	if c := b.lookup(id); c != nil {
+		return c
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.comms[id]
+	if c == nil {
+		c = &community{
+			id:       id,
+			visitors: make(map[string]*visitor),
+			today:    make(map[string]struct{}),
+		}
+		b.comms[id] = c
+	}
+	return c
+}
+
+// settle brings c up to now before any operation on it: it rolls the day
+// over if midnight passed since the last operation, ends sources whose
+// deadline passed (publishing visitor_left for visitors that leave with
+// them) and trims the history. Callers hold c.mu.
+//
+// The day rolls over before sources expire: every source that exists now
+// existed at midnight (an operation since midnight would have settled the
+// community then), so whether a visitor was present at midnight follows
+// from its sources' deadlines, however late this runs.
+//
+// Callers read now while holding c.mu, so that the operations on one
+// community see the clock move forward; days only ever roll forward, so a
+// wall clock stepping back keeps the current day until it catches up.
+func (b *Bus) settle(c *community, now time.Time) {
+	if mid := streams.Midnight(now, b.opts.Location); mid.After(c.dayStart) {
+		c.rollDay(mid)
+	}
+	if !c.nextDeadline.IsZero() && !now.Before(c.nextDeadline) {
+		b.expire(c, now)
+	}
+	b.trimHistory(c, now)
+}
+
+// rollDay starts the day that begins at mid with every visitor present at
+// mid (CONTRACT section 7: a visitor present at midnight counts for the new
+// day too). The previous day is dropped.
+func (c *community) rollDay(mid time.Time) {
+	first := c.dayStart.IsZero()
+	before := c.todayFig
+	clear(c.today)
+	c.todayFig = streams.Today{}
+	for key, v := range c.visitors {
+		if v.presentAt(mid) {
+			c.countToday(key, v.v)
+		}
+	}
+	c.dayStart = mid
+	if !first && c.todayFig != before {
+		c.changed = stamp(mid)
+	}
+}
+
+func (c *community) countToday(key string, v streams.Visitor) {
+	if _, ok := c.today[key]; ok {
+		return
+	}
+	c.today[key] = struct{}{}
+	if v.Authenticated {
+		c.todayFig.Authenticated++
+	} else {
+		c.todayFig.Anonymous++
+	}
+}
+
+// expire ends the sources of c whose deadline is not after now and
+// publishes visitor_left for each visitor left without a source, in the
+// order their last source expired. It scans every present visitor: that is
+// cheap next to the fanout of the events it publishes, and it runs only
+// when some deadline has passed.
+func (b *Bus) expire(c *community, now time.Time) {
+	type gone struct {
+		key  string
+		last time.Time
+	}
+	var left []gone
+	var next time.Time
+	for key, v := range c.visitors {
+		var last time.Time
+		for id, d := range v.sources {
+			switch {
+			case d.IsZero():
+			case !now.Before(d):
+				delete(v.sources, id)
+				if d.After(last) {
+					last = d
+				}
+			case next.IsZero() || d.Before(next):
+				next = d
+			}
+		}
+		if len(v.sources) == 0 {
+			left = append(left, gone{key, last})
+		}
+	}
+	c.nextDeadline = next
+	slices.SortFunc(left, func(x, y gone) int {
+		return cmp.Or(x.last.Compare(y.last), strings.Compare(x.key, y.key))
+	})
+	for _, g := range left {
+		delete(c.visitors, g.key)
+		b.publishPresence(c, streams.TypeVisitorLeft, now)
+	}
+}
+
+// trimHistory drops the oldest events of c while it holds more than
+// MaxHistory, or more than HistorySize and the oldest is older than
+// HistoryAge: an event stays while either rule keeps it.
+func (b *Bus) trimHistory(c *community, now time.Time) {
+	oldest := now.Add(-b.opts.HistoryAge)
+	n := 0
+	for len(c.history)-n > MaxHistory ||
+		(len(c.history)-n > b.opts.HistorySize && c.history[n].at.Before(oldest)) {
+		n++
+	}
+	if n > 0 {
+		clear(c.history[:n]) // let the dropped events' payloads be collected
+		c.history = c.history[n:]
+	}
+}
+
+// publishLocked stores e as c's next event and queues it for delivery.
+// Callers hold c.mu, so events enter the delivery queue in Seq order.
+func (b *Bus) publishLocked(c *community, e streams.Event, now time.Time) streams.Event {
+	c.seq++
+	e.Seq = c.seq
+	e.ID = b.epoch + "-" + strconv.FormatUint(c.seq, 10)
+	e.Community = c.id
+	if e.Time.IsZero() {
+		e.Time = stamp(now)
+	}
+	c.history = append(c.history, stored{e: e, at: now})
+	b.trimHistory(c, now)
+	delivered := e
+	b.queue.push(item{c: c, e: &delivered})
+	return e
+}
+
+// publishPresence publishes a presence event carrying c's figures right
+// after the change, and records the change time. Callers hold c.mu.
+func (b *Bus) publishPresence(c *community, typ string, now time.Time) streams.Event {
+	e := b.publishLocked(c, streams.Event{
+		Type:  typ,
+		Count: len(c.visitors),
+		Today: c.todayFig,
+	}, now)
+	c.changed = e.Time
+	return e
+}
+
+func (c *community) result(changed bool) streams.PresenceResult {
+	return streams.PresenceResult{Count: len(c.visitors), Changed: changed, Seq: c.seq, Today: c.todayFig}
+}
+
+// Publish stores e in its community's history and delivers it to the
+// community's subscribers. Value and Message are copied.
+func (b *Bus) Publish(ctx context.Context, e streams.Event) (streams.Event, error) {
+	if err := b.check(ctx); err != nil {
+		return streams.Event{}, err
+	}
+	if e.Community == "" {
+		return streams.Event{}, errors.New("memory: publish: empty community")
+	}
+	e.Value = bytes.Clone(e.Value)
+	e.Message = bytes.Clone(e.Message)
+	c := b.lookupOrCreate(e.Community)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return b.publishLocked(c, e, b.now()), nil
+}
+
+// History returns the events of community after afterID, oldest first.
+// afterID must be an id of this Bus no older than the event just before
+// the oldest one kept (all events after it are still there to replay).
+func (b *Bus) History(ctx context.Context, community, afterID string) ([]streams.Event, bool, error) {
+	if err := b.check(ctx); err != nil {
+		return nil, false, err
+	}
+	rest, ok := strings.CutPrefix(afterID, b.epoch+"-")
+	if !ok {
+		return nil, false, nil
+	}
+	after, err := strconv.ParseUint(rest, 10, 64)
+	if err != nil || after == 0 {
+		return nil, false, nil
+	}
+	c := b.lookup(community)
+	if c == nil {
+		return nil, false, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b.trimHistory(c, b.now())
+	if after > c.seq {
+		return nil, false, nil
+	}
+	if after == c.seq {
+		return []streams.Event{}, true, nil
+	}
+	first := c.history[0].e.Seq
+	if after+1 < first {
+		return nil, false, nil
+	}
+	kept := c.history[after+1-first:]
+	events := make([]streams.Event, len(kept))
+	for i, s := range kept {
+		events[i] = s.e
+	}
+	return events, true, nil
+}
+
+// Touch adds or renews the source s. When the visitor becomes present it
+// publishes visitor_joined.
+func (b *Bus) Touch(ctx context.Context, s streams.Source) (streams.PresenceResult, error) {
+	if err := b.check(ctx); err != nil {
+		return streams.PresenceResult{}, err
+	}
+	switch {
+	case s.Community == "":
+		return streams.PresenceResult{}, errors.New("memory: touch: empty community")
+	case s.Visitor.ID == "":
+		return streams.PresenceResult{}, errors.New("memory: touch: empty visitor id")
+	case s.TTL < 0:
+		return streams.PresenceResult{}, errors.New("memory: touch: negative ttl")
+	}
+	c := b.lookupOrCreate(s.Community)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := b.now()
+	b.settle(c, now)
+
+	var deadline time.Time
+	if s.TTL > 0 {
+		deadline = now.Add(s.TTL)
+		if c.nextDeadline.IsZero() || deadline.Before(c.nextDeadline) {
+			c.nextDeadline = deadline
+		}
+	}
+	key := s.Visitor.Key()
+	if v := c.visitors[key]; v != nil {
+		v.sources[s.ID] = deadline
+		return c.result(false), nil
+	}
+	c.visitors[key] = &visitor{v: s.Visitor, sources: map[string]time.Time{s.ID: deadline}}
+	c.countToday(key, s.Visitor)
+	b.publishPresence(c, streams.TypeVisitorJoined, now)
+	return c.result(true), nil
+}
+
+// Leave ends one source of v. When it was the visitor's last, it publishes
+// visitor_left. An unknown visitor or source changes nothing.
+func (b *Bus) Leave(ctx context.Context, community string, v streams.Visitor, sourceID string) (streams.PresenceResult, error) {
+	if err := b.check(ctx); err != nil {
+		return streams.PresenceResult{}, err
+	}
+	c := b.lookup(community)
+	if c == nil {
+		return streams.PresenceResult{}, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := b.now()
+	b.settle(c, now)
+	key := v.Key()
+	vis := c.visitors[key]
+	if vis == nil {
+		return c.result(false), nil
+	}
+	if _, ok := vis.sources[sourceID]; !ok {
+		return c.result(false), nil
+	}
+	delete(vis.sources, sourceID)
+	if len(vis.sources) > 0 {
+		return c.result(false), nil
+	}
+	delete(c.visitors, key)
+	b.publishPresence(c, streams.TypeVisitorLeft, now)
+	return c.result(true), nil
+}
+
+// Snapshot returns community's present count and today's figures.
+func (b *Bus) Snapshot(ctx context.Context, community string) (streams.Snapshot, error) {
+	if err := b.check(ctx); err != nil {
+		return streams.Snapshot{}, err
+	}
+	c := b.lookup(community)
+	if c == nil {
+		return streams.Snapshot{Community: community}, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b.settle(c, b.now())
+	return streams.Snapshot{
+		Community: c.id,
+		Count:     len(c.visitors),
+		Today:     c.todayFig,
+		Seq:       c.seq,
+		Changed:   c.changed,
+	}, nil
+}
+
+// ---------------------------------------------------------------------------
+// Subscriptions and delivery
+
+// subscription is one Subscribe call.
+type subscription struct {
+	h streams.Handler
+	// after is the community's last seq when the subscription started: it
+	// receives exactly the events published after Subscribe returned.
+	after uint64
+
+	// mu is held while h runs, so that cancel can wait for a running call.
+	mu   sync.Mutex
+	done bool
+}
+
+func (s *subscription) deliver(e *streams.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.done && e.Seq > s.after {
+		s.h(e)
+	}
+}
+
+// end marks s done, waiting for a running call of its handler to return.
+func (s *subscription) end() {
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
+}
+
+// Subscribe delivers the events of community published after it returns
+// to h, until cancel is called. ctx bounds only the call itself.
+//
+// Cancel is idempotent; once it returns h is not called again. Because it
+// waits for a running call of h, h itself must not call cancel.
+func (b *Bus) Subscribe(ctx context.Context, community string, h streams.Handler) (func(), error) {
+	if err := b.check(ctx); err != nil {
+		return nil, err
+	}
+	if community == "" {
+		return nil, errors.New("memory: subscribe: empty community")
+	}
+	if h == nil {
+		return nil, errors.New("memory: subscribe: nil handler")
+	}
+	c := b.lookupOrCreate(community)
+	c.mu.Lock()
+	s := &subscription{h: h, after: c.seq}
+	// Copy on write: the delivery goroutine may be ranging over the old slice.
+	subs := append(slices.Clone(c.loadSubs()), s)
+	c.subs.Store(&subs)
+	c.mu.Unlock()
+
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			subs := slices.DeleteFunc(slices.Clone(c.loadSubs()), func(x *subscription) bool { return x == s })
+			c.subs.Store(&subs)
+			c.mu.Unlock()
+			s.end()
+		})
+	}, nil
+}
+
+func (c *community) loadSubs() []*subscription {
+	if p := c.subs.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// item is one unit of work of the delivery goroutine: an event of a
+// community, or (c == nil) the revocation of a session.
+type item struct {
+	c       *community
+	e       *streams.Event
+	revoked string
+}
+
+// deliveryQueue is an unbounded FIFO between publishers and the one
+// delivery goroutine.
+//
+// Why one goroutine and a queue rather than delivering on the publisher's
+// goroutine: a handler may call back into the bus (Publish, Touch, even
+// Subscribe). Delivering from the publisher would need a per-community
+// delivery lock held across handler calls to keep Seq order, and a handler
+// publishing to its own community would then wait on itself. With the
+// queue, publishers only append (under the community lock, which fixes
+// the order) and never wait for handlers; the delivery goroutine holds no
+// bus lock while a handler runs. Unbounded, because a publisher must never
+// block or lose an event of a presence change it already made; handlers do
+// not block by contract, and Bus.Pending exposes the length to watch.
+type deliveryQueue struct {
+	mu    sync.Mutex
+	items []item
+	wake  chan struct{} // capacity 1: "items is not empty"
+}
+
+func (q *deliveryQueue) push(it item) {
+	q.mu.Lock()
+	q.items = append(q.items, it)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take swaps out the queued items, handing back spare as the next buffer.
+func (q *deliveryQueue) take(spare []item) []item {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items = spare[:0]
+	return items
+}
+
+func (q *deliveryQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// deliver is the delivery goroutine. It exits when Close closes b.stop.
+func (b *Bus) deliver() {
+	var batch []item
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-b.queue.wake:
+		}
+		batch = b.queue.take(batch)
+		for i, it := range batch {
+			select {
+			case <-b.stop:
+				return
+			default:
+			}
+			if it.c != nil {
+				for _, s := range it.c.loadSubs() {
+					s.deliver(it.e)
+				}
+			} else {
+				for _, r := range b.loadRevokers() {
+					r.deliver(it.revoked)
+				}
+			}
+			batch[i] = item{}
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Reaper
+
+// reap is the reaper goroutine. It exits when Close closes b.stop.
+func (b *Bus) reap() {
+	t := time.NewTicker(b.opts.ReapInterval)
+	defer t.Stop()
+	var comms []*community
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		comms = comms[:0]
+		b.mu.RLock()
+		for _, c := range b.comms {
+			comms = append(comms, c)
+		}
+		b.mu.RUnlock()
+		for _, c := range comms {
+			c.mu.Lock()
+			b.settle(c, b.now())
+			c.mu.Unlock()
+		}
+		clear(comms)
+		b.pruneSessions(b.now())
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Sessions
+
+type sessionRecord struct {
+	s       streams.Session
+	revoked bool
+	forget  time.Time // when the record may be dropped
+}
+
+func cloneSession(s streams.Session) streams.Session {
+	s.Communities = maps.Clone(s.Communities)
+	return s
+}
+
+// CreateSession stores s. An id already in use (even by a revoked or
+// expired session still remembered) is an error: a revoked session must
+// not come back to life.
+func (b *Bus) CreateSession(ctx context.Context, s streams.Session) error {
+	if err := b.check(ctx); err != nil {
+		return err
+	}
+	if s.ID == "" {
+		return errors.New("memory: create session: empty id")
+	}
+	if s.ExpiresAt.IsZero() {
+		return errors.New("memory: create session: zero expiry")
+	}
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	if _, ok := b.sessions[s.ID]; ok {
+		return errors.New("memory: create session: id already in use")
+	}
+	r := &sessionRecord{s: cloneSession(s), forget: s.ExpiresAt.Add(SessionRetention)}
+	b.sessions[s.ID] = r
+	b.schedulePrune(r.forget)
+	return nil
+}
+
+func (b *Bus) schedulePrune(at time.Time) {
+	if b.sessPruneAt.IsZero() || at.Before(b.sessPruneAt) {
+		b.sessPruneAt = at
+	}
+}
+
+// Session returns the live session id.
+func (b *Bus) Session(ctx context.Context, id string) (streams.Session, error) {
+	if err := b.check(ctx); err != nil {
+		return streams.Session{}, err
+	}
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	r := b.sessions[id]
+	switch {
+	case r == nil:
+		return streams.Session{}, streams.ErrSessionNotFound
+	case r.revoked:
+		return streams.Session{}, streams.ErrSessionRevoked
+	case !b.now().Before(r.s.ExpiresAt):
+		return streams.Session{}, streams.ErrSessionExpired
+	}
+	return cloneSession(r.s), nil
+}
+
+// RevokeSession revokes the live session id and tells the OnRevoke
+// handlers. A session that never existed, is forgotten, already revoked or
+// expired has nothing left to revoke: ErrSessionNotFound.
+func (b *Bus) RevokeSession(ctx context.Context, id string) error {
+	if err := b.check(ctx); err != nil {
+		return err
+	}
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	r := b.sessions[id]
+	now := b.now()
+	if r == nil || r.revoked || !now.Before(r.s.ExpiresAt) {
+		return streams.ErrSessionNotFound
+	}
+	// The record stays until SessionRetention after the expiry (later
+	// than now: the session was live), as set by CreateSession.
+	r.revoked = true
+	b.queue.push(item{revoked: id})
+	return nil
+}
+
+// pruneSessions forgets the records whose retention ran out.
+func (b *Bus) pruneSessions(now time.Time) {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	if b.sessPruneAt.IsZero() || now.Before(b.sessPruneAt) {
+		return
+	}
+	b.sessPruneAt = time.Time{}
+	for id, r := range b.sessions {
+		if !now.Before(r.forget) {
+			delete(b.sessions, id)
+		} else {
+			b.schedulePrune(r.forget)
+		}
+	}
+}
+
+type revokeSub struct {
+	h    func(string)
+	mu   sync.Mutex // held while h runs
+	done bool
+}
+
+func (r *revokeSub) deliver(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.done {
+		r.h(id)
+	}
+}
+
+func (b *Bus) loadRevokers() []*revokeSub {
+	if p := b.revokers.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// OnRevoke calls h, from the delivery goroutine, with the id of every
+// session revoked from now on, until cancel is called. Cancel is
+// idempotent and waits for a running call of h (so h must not call it).
+// After Close it returns a no-op cancel.
+func (b *Bus) OnRevoke(h func(sessionID string)) (cancel func()) {
+	if b.closed.Load() || h == nil {
+		return func() {}
+	}
+	r := &revokeSub{h: h}
+	b.revMu.Lock()
+	rs := append(slices.Clone(b.loadRevokers()), r)
+	b.revokers.Store(&rs)
+	b.revMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.revMu.Lock()
+			rs := slices.DeleteFunc(slices.Clone(b.loadRevokers()), func(x *revokeSub) bool { return x == r })
+			b.revokers.Store(&rs)
+			b.revMu.Unlock()
+			r.mu.Lock()
+			r.done = true
+			r.mu.Unlock()
+		})
+	}
+}

@@ -1,0 +1,246 @@
+// Package streams is footfall's domain: communities, visitors and their
+// presence, today's unique visitors, sessions, and the events that flow to
+// the clients of a community. It knows nothing about HTTP.
+//
+// The Bus interface is the engine seam: streams/memory is the embedded,
+// single-node implementation; a Valkey implementation shares the same
+// contract, which streams/streamstest checks.
+package streams
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Stream names one of the two client streams of a community.
+type Stream string
+
+// The two streams of a community.
+const (
+	StreamVisitors  Stream = "visitors"
+	StreamDashboard Stream = "dashboard"
+)
+
+// Event types carried on the bus. The first four are also client message
+// types (CONTRACT section 5).
+const (
+	TypeVisitorJoined   = "visitor_joined"
+	TypeVisitorLeft     = "visitor_left"
+	TypeAnalyticsUpdate = "analytics_update"
+	// TypeBroadcast carries a message a platform sent through the service
+	// API's broadcast call; Event.Message holds it as given.
+	TypeBroadcast = "broadcast"
+)
+
+// Today holds the distinct visitors of a community since local midnight.
+type Today struct {
+	Authenticated int `json:"authenticated_visitors"`
+	Anonymous     int `json:"anonymous_visitors"`
+}
+
+// Total is the number of distinct visitors today.
+func (t Today) Total() int { return t.Authenticated + t.Anonymous }
+
+// Event is one thing that happened in a community, as every node sees it.
+//
+// Seq orders the events of one community; ID is the opaque, node-independent
+// id clients see (SSE `id:`), unique per community across restarts of the
+// bus's storage.
+type Event struct {
+	ID        string    `json:"id"`
+	Seq       uint64    `json:"seq"`
+	Community string    `json:"community"`
+	Type      string    `json:"type"`
+	Time      time.Time `json:"time"`
+
+	// Presence events (visitor_joined, visitor_left): the figures right
+	// after the change.
+	Count int   `json:"count,omitempty"`
+	Today Today `json:"today,omitzero"`
+
+	// analytics_update: the metric and its value.
+	Metric string          `json:"metric,omitempty"`
+	Value  json.RawMessage `json:"value,omitempty"`
+
+	// broadcast: the stream and the message, as given.
+	Stream  Stream          `json:"stream,omitempty"`
+	Message json.RawMessage `json:"message,omitempty"`
+}
+
+// IsPresence reports whether e changed the count of present visitors.
+func (e *Event) IsPresence() bool {
+	return e.Type == TypeVisitorJoined || e.Type == TypeVisitorLeft
+}
+
+// Snapshot is the state of a community at one moment.
+type Snapshot struct {
+	Community string
+	Count     int
+	Today     Today
+	// Seq is the sequence number of the last event published in the
+	// community (0 if none): events with Seq <= this are already reflected.
+	Seq uint64
+	// Changed is the time of the last change of Count or Today (zero if
+	// nothing ever happened), so that REST snapshots have a stable ETag.
+	Changed time.Time
+}
+
+// Visitor identifies one visitor. An authenticated visitor is a user (`sub`
+// of a JWT, `user_id` of a session, `visitor_id` with authenticated: true);
+// an anonymous one is a session id of the platform. The two never collide.
+type Visitor struct {
+	ID            string
+	Authenticated bool
+}
+
+// Key is the visitor's identity as one string ("u:" or "a:" + id).
+func (v Visitor) Key() string {
+	if v.Authenticated {
+		return "u:" + v.ID
+	}
+	return "a:" + v.ID
+}
+
+// Source is one sign of life of a visitor in a community.
+//
+// A source with TTL 0 is held: it lives until Leave, or until the node that
+// holds it is gone (a Valkey bus ends it at most the bus's presence TTL after
+// its node stopped renewing its lease). A source with a TTL ends TTL after
+// its last Touch unless touched again or left.
+type Source struct {
+	Community string
+	Visitor   Visitor
+	// ID names the source within the visitor: a connection id, "poll",
+	// "api". Touching the same ID again renews it.
+	ID  string
+	TTL time.Duration
+}
+
+// PresenceResult is the outcome of a Touch or Leave.
+type PresenceResult struct {
+	// Count is the number of present visitors after the operation.
+	Count int
+	// Changed is true when the visitor became present (Touch) or absent
+	// (Leave); the bus then published the matching event, whose sequence
+	// number is Seq. Seq is the community's last sequence number otherwise.
+	Changed bool
+	Seq     uint64
+	Today   Today
+}
+
+// Session is a server-side credential created by the platform.
+type Session struct {
+	ID          string            `json:"id"`
+	UserID      string            `json:"user_id"`
+	Communities map[string]string `json:"communities,omitempty"`
+	Role        string            `json:"role,omitempty"`
+	ExpiresAt   time.Time         `json:"expires_at"`
+}
+
+// Errors a Bus returns.
+var (
+	// ErrSessionNotFound: no session with that id ever existed (or it is
+	// long forgotten).
+	ErrSessionNotFound = errors.New("session not found")
+	// ErrSessionRevoked: the session existed and was revoked.
+	ErrSessionRevoked = errors.New("session revoked")
+	// ErrSessionExpired: the session existed and has expired.
+	ErrSessionExpired = errors.New("session expired")
+	// ErrClosed: the bus was closed.
+	ErrClosed = errors.New("bus closed")
+)
+
+// Handler receives the events of a subscription. It is called from the
+// bus's delivery goroutine, one event at a time and in Seq order per
+// community, and must not block: it hands the event on and returns.
+type Handler func(*Event)
+
+// Bus is the engine every node shares: event delivery per community,
+// presence, today's visitors, event history and sessions.
+//
+// Every method is safe for concurrent use. Presence operations publish the
+// resulting visitor_joined / visitor_left event themselves, exactly once
+// cluster-wide, atomically with the change; so does the bus's own expiry of
+// sources whose TTL ran out.
+type Bus interface {
+	// Publish assigns e an ID, Seq and (if zero) Time, stores it in the
+	// community's history and delivers it to every subscriber of
+	// e.Community on every node. It returns the stored event.
+	Publish(ctx context.Context, e Event) (Event, error)
+
+	// Subscribe delivers the events of community to h until the returned
+	// cancel function is called. Cancel is idempotent and returns once h
+	// will not be called again.
+	Subscribe(ctx context.Context, community string, h Handler) (cancel func(), err error)
+
+	// History returns the events of community published after the event
+	// with id afterID, oldest first. ok is false when afterID is unknown or
+	// no longer in history (the caller then starts from a snapshot). The
+	// history keeps at least the last 100 events and the last 5 minutes.
+	History(ctx context.Context, community, afterID string) (events []Event, ok bool, err error)
+
+	// Touch makes s live (adding or renewing it).
+	Touch(ctx context.Context, s Source) (PresenceResult, error)
+	// Leave ends one source of a visitor; the visitor leaves with its last.
+	Leave(ctx context.Context, community string, v Visitor, sourceID string) (PresenceResult, error)
+	// Snapshot returns the community's present count and today's figures.
+	Snapshot(ctx context.Context, community string) (Snapshot, error)
+
+	// CreateSession stores s until s.ExpiresAt.
+	CreateSession(ctx context.Context, s Session) error
+	// Session returns a live session, or ErrSessionNotFound,
+	// ErrSessionRevoked or ErrSessionExpired.
+	Session(ctx context.Context, id string) (Session, error)
+	// RevokeSession revokes a live session and tells every node's
+	// revocation handlers; ErrSessionNotFound if there is none to revoke.
+	RevokeSession(ctx context.Context, id string) error
+	// OnRevoke calls h with the id of every session revoked on any node,
+	// until cancel is called. h must not block.
+	OnRevoke(h func(sessionID string)) (cancel func())
+
+	// Ping reports whether the bus's backing store is reachable.
+	Ping(ctx context.Context) error
+	// Close stops the bus's goroutines; later calls return ErrClosed.
+	// Close is safe to call more than once.
+	Close() error
+}
+
+// Clock tells the time; tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// Day returns the calendar day of t in loc as "2006-01-02".
+func Day(t time.Time, loc *time.Location) string {
+	return t.In(loc).Format(time.DateOnly)
+}
+
+// Midnight returns the start of t's day in loc.
+func Midnight(t time.Time, loc *time.Location) time.Time {
+	y, m, d := t.In(loc).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, loc)
+}
+
+// MaxCommunityIDLen bounds community ids so that keys stay small.
+const MaxCommunityIDLen = 64
+
+var communityIDPattern = regexp.MustCompile(`^[0-9a-fA-F-]+$`)
+
+// NormalizeCommunityID returns the canonical (lower-case) form of id and
+// whether id is a valid community id (CONTRACT section 2: [0-9a-fA-F-]+).
+func NormalizeCommunityID(id string) (string, bool) {
+	if id == "" || len(id) > MaxCommunityIDLen || !communityIDPattern.MatchString(id) {
+		return "", false
+	}
+	return strings.ToLower(id), true
+}

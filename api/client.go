@@ -29,14 +29,27 @@ const (
 // transport is how a client's messages reach the wire: a WebSocket or an
 // SSE response. Only the client's writer goroutine calls it.
 type transport interface {
-	// write sends one message of the given type.
-	write(msgType string, msg []byte) error
+	// write sends one message.
+	write(m outMsg) error
 	// keepalive sends the transport's heartbeat (a ping frame, an SSE
 	// comment).
 	keepalive() error
 	// end says goodbye with a close code and reason.
 	end(code int, reason string)
 }
+
+// outMsg is one message on its way to a client: its type (the SSE
+// `event:`), the bus event id it reflects (the SSE `id:`, "" for replies)
+// and its JSON.
+type outMsg struct {
+	typ  string
+	id   string
+	data []byte
+}
+
+// maxEarly bounds the events a client buffers between joining its
+// community and sending its first message.
+const maxEarly = 1024
 
 // client is one open stream of one community: the state it has been sent,
 // what is pending, and its writer goroutine. Fanout (Deliver) only records
@@ -56,17 +69,19 @@ type client struct {
 
 	mu      sync.Mutex
 	ident   *auth.Identity
-	queue   [][]byte
-	qtypes  []string
+	begun   bool             // begin ran; before it, events wait in early
+	early   []*streams.Event // events delivered before begin
+	queue   []outMsg
 	closing bool
 	code    int
 	reason  string
 
 	// Figures as last seen from the hub (seq-ordered).
-	seq   uint64
-	count int
-	today streams.Today
-	at    time.Time // time of the latest change
+	seq    uint64
+	lastID string // ID of the event numbered seq, for SSE ids
+	count  int
+	today  streams.Today
+	at     time.Time // time of the latest change
 
 	// Visitors stream: the count last sent and the changes pending since.
 	sentCount      int
@@ -86,29 +101,62 @@ func (c *client) identity() *auth.Identity {
 
 // begin records the figures the client starts from and puts the stream's
 // first message (visitor_count or dashboard_update) at the head of its
-// queue. Events at or before snap.Seq are already reflected in it.
+// queue. Events at or before snap.Seq are already reflected in it; those
+// that arrived since the client joined its community follow.
 func (c *client) begin(snap streams.Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if snap.Seq >= c.seq {
-		c.seq, c.count, c.today = snap.Seq, snap.Count, snap.Today
-		c.at = snap.Changed
-	}
+	c.seq, c.lastID, c.count, c.today, c.at = snap.Seq, snap.LastID, snap.Count, snap.Today, snap.Changed
 	now := c.srv.now()
-	var first []byte
-	var typ string
+	first := outMsg{id: c.lastID}
 	if c.stream == streams.StreamDashboard {
-		typ, first = "dashboard_update", c.dashboardLocked(now)
+		first.typ, first.data = "dashboard_update", c.dashboardLocked(now)
 		c.lastDashSend = now
 	} else {
-		typ = "visitor_count"
-		first = encodeCount(visitorCount{Type: typ, CommunityID: c.community, Count: c.count, Timestamp: rfc3339(now)})
+		first.typ = "visitor_count"
+		first.data = encodeCount(visitorCount{Type: first.typ, CommunityID: c.community, Count: c.count, Timestamp: rfc3339(now)})
 		c.lastCountSend = now
 	}
 	c.sentCount = c.count
-	c.pendingChanges, c.pendingType, c.dashPending = 0, "", false
-	c.queue = append([][]byte{first}, c.queue...)
-	c.qtypes = append([]string{typ}, c.qtypes...)
+	c.queue = append([]outMsg{first}, c.queue...)
+	c.catchUpLocked()
+}
+
+// resume starts an SSE client that reconnected with a Last-Event-ID still
+// in history: it replays exactly the missed events, in order, without a
+// snapshot (CONTRACT section 7). snap (the node's state when the client
+// joined) supplies the figures if no presence event was missed.
+func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.count, c.today, c.at = snap.Count, snap.Today, snap.Changed
+	for i := range missed {
+		e := &missed[i]
+		c.seq, c.lastID = e.Seq, e.ID
+		if e.IsPresence() {
+			c.count, c.today, c.at = e.Count, e.Today, e.Time
+			if c.stream == streams.StreamDashboard {
+				c.enqueueLocked(outMsg{typ: "dashboard_update", id: e.ID, data: c.dashboardLocked(e.Time)})
+			} else {
+				c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: encodeCount(visitorCount{Type: e.Type, CommunityID: c.community, Count: e.Count, Timestamp: rfc3339(e.Time)})})
+			}
+			continue
+		}
+		c.deliverLocked(e)
+	}
+	now := c.srv.now()
+	c.sentCount = c.count
+	c.lastCountSend, c.lastDashSend = now, now
+	c.catchUpLocked()
+}
+
+// catchUpLocked marks c begun and applies the events that arrived before.
+func (c *client) catchUpLocked() {
+	c.begun = true
+	for _, e := range c.early {
+		c.deliverLocked(e)
+	}
+	c.early = nil
 	c.signal()
 }
 
@@ -119,39 +167,50 @@ func (c *client) Deliver(e *streams.Event) {
 	if c.closing {
 		return
 	}
+	if !c.begun {
+		if len(c.early) < maxEarly {
+			c.early = append(c.early, e)
+		}
+		return
+	}
+	c.deliverLocked(e)
+	c.signal()
+}
+
+// deliverLocked records one event: a count or dashboard change is state
+// (pending, coalesced by the writer), anything else is queued.
+func (c *client) deliverLocked(e *streams.Event) {
+	if e.Type == streams.TypeRefresh {
+		if e.Seq >= c.seq {
+			c.seq, c.lastID, c.count, c.today = e.Seq, e.ID, e.Count, e.Today
+		}
+		if c.stream == streams.StreamDashboard {
+			c.dashPending = true
+		}
+		return
+	}
+	if e.Seq <= c.seq {
+		return // already reflected in what the client was sent
+	}
+	c.seq, c.lastID = e.Seq, e.ID
 	switch {
 	case e.IsPresence():
-		if e.Seq <= c.seq {
-			return
-		}
-		c.seq, c.count, c.today, c.at = e.Seq, e.Count, e.Today, e.Time
+		c.count, c.today, c.at = e.Count, e.Today, e.Time
 		if c.stream == streams.StreamVisitors {
 			c.pendingChanges++
 			c.pendingType = e.Type
 		} else {
 			c.dashPending = true
 		}
-	case e.Type == streams.TypeRefresh:
-		if e.Seq >= c.seq {
-			c.seq, c.count, c.today = e.Seq, e.Count, e.Today
-		}
-		if c.stream == streams.StreamDashboard {
-			c.dashPending = true
-		}
 	case e.Type == streams.TypeAnalyticsUpdate:
-		if c.stream != streams.StreamDashboard {
-			return
+		if c.stream == streams.StreamDashboard {
+			c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: encodeAnalytics(e)})
 		}
-		c.enqueueLocked(e.Type, encodeAnalytics(e))
 	case e.Type == streams.TypeBroadcast:
-		if e.Stream != c.stream {
-			return
+		if e.Stream == c.stream {
+			c.enqueueLocked(outMsg{typ: broadcastType(e.Message), id: e.ID, data: e.Message})
 		}
-		c.enqueueLocked(broadcastType(e.Message), e.Message)
-	default:
-		return
 	}
-	c.signal()
 }
 
 // send queues a message for the writer (replies: pong, error, auth_ok).
@@ -161,17 +220,16 @@ func (c *client) send(msgType string, msg []byte) {
 	if c.closing {
 		return
 	}
-	c.enqueueLocked(msgType, msg)
+	c.enqueueLocked(outMsg{typ: msgType, data: msg})
 	c.signal()
 }
 
-func (c *client) enqueueLocked(msgType string, msg []byte) {
+func (c *client) enqueueLocked(m outMsg) {
 	if len(c.queue) >= maxQueued {
 		c.closeLocked(closeSlowConsumer, "slow consumer")
 		return
 	}
-	c.queue = append(c.queue, msg)
-	c.qtypes = append(c.qtypes, msgType)
+	c.queue = append(c.queue, m)
 }
 
 // closeWith asks the writer to say goodbye with code and end the stream.
@@ -201,14 +259,14 @@ func (c *client) requestCount(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stream == streams.StreamDashboard {
-		c.enqueueLocked("dashboard_update", c.dashboardLocked(now))
+		c.enqueueLocked(outMsg{typ: "dashboard_update", id: c.lastID, data: c.dashboardLocked(now)})
 		c.dashPending = false
 		c.lastDashSend = now
 	} else {
-		c.enqueueLocked("visitor_count", encodeCount(visitorCount{
+		c.enqueueLocked(outMsg{typ: "visitor_count", id: c.lastID, data: encodeCount(visitorCount{
 			Type: "visitor_count", CommunityID: c.community, Count: c.count,
 			Change: intPtr(c.count - c.sentCount), Timestamp: rfc3339(now),
-		}))
+		})})
 		c.sentCount = c.count
 		c.pendingChanges, c.pendingType = 0, ""
 		c.lastCountSend = now
@@ -230,9 +288,9 @@ func (c *client) writeLoop() {
 	defer keepalive.Stop()
 	for {
 		now := c.srv.now()
-		msgs, types, next, closing, code, reason := c.collect(now)
-		for i, m := range msgs {
-			if err := c.tr.write(types[i], m); err != nil {
+		msgs, next, closing, code, reason := c.collect(now)
+		for _, m := range msgs {
+			if err := c.tr.write(m); err != nil {
 				c.fail()
 				return
 			}
@@ -284,11 +342,11 @@ func (c *client) fail() {
 
 // collect takes what is ready to write now, and says how long until the
 // next coalesced message is due (0: nothing pending).
-func (c *client) collect(now time.Time) (msgs [][]byte, types []string, next time.Duration, closing bool, code int, reason string) {
+func (c *client) collect(now time.Time) (msgs []outMsg, next time.Duration, closing bool, code int, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	msgs, types = c.queue, c.qtypes
-	c.queue, c.qtypes = nil, nil
+	msgs = c.queue
+	c.queue = nil
 	if c.pendingChanges > 0 {
 		if due := c.lastCountSend.Add(countWindow); now.Before(due) {
 			next = due.Sub(now)
@@ -299,8 +357,7 @@ func (c *client) collect(now time.Time) (msgs [][]byte, types []string, next tim
 				m.Change = intPtr(c.count - c.sentCount)
 				m.Timestamp = rfc3339(now)
 			}
-			msgs = append(msgs, encodeCount(m))
-			types = append(types, m.Type)
+			msgs = append(msgs, outMsg{typ: m.Type, id: c.lastID, data: encodeCount(m)})
 			c.sentCount = c.count
 			c.pendingChanges, c.pendingType = 0, ""
 			c.lastCountSend = now
@@ -312,13 +369,12 @@ func (c *client) collect(now time.Time) (msgs [][]byte, types []string, next tim
 				next = d
 			}
 		} else {
-			msgs = append(msgs, c.dashboardLocked(now))
-			types = append(types, "dashboard_update")
+			msgs = append(msgs, outMsg{typ: "dashboard_update", id: c.lastID, data: c.dashboardLocked(now)})
 			c.dashPending = false
 			c.lastDashSend = now
 		}
 	}
-	return msgs, types, next, c.closing, c.code, c.reason
+	return msgs, next, c.closing, c.code, c.reason
 }
 
 // Server messages (CONTRACT section 5), with the seed's field names and

@@ -31,6 +31,13 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/ws/communities/:id/visitors/", s.serveWS(streams.StreamVisitors), s.checkOrigin)
 	e.GET("/ws/communities/:id/visitor-dashboard/", s.serveWS(streams.StreamDashboard), s.checkOrigin)
 
+	e.GET("/sse/communities/:id/visitors/", s.serveSSE(streams.StreamVisitors), s.checkOrigin)
+	e.GET("/sse/communities/:id/visitor-dashboard/", s.serveSSE(streams.StreamDashboard), s.checkOrigin)
+
+	// REST snapshots (CONTRACT section 5), with the streams' credentials.
+	e.GET("/api/v1/communities/:id/visitors/count", s.restCount)
+	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard)
+
 	// Service API (CONTRACT section 6).
 	svc := e.Group("/api/v1", s.requireAPIKey, bodyLimit)
 	svc.POST("/communities/:id/visitor-events", s.visitorEvents)

@@ -19,6 +19,7 @@ import (
 	"github.com/footfall/footfall/api/auth"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
+	"github.com/r3labs/sse/v2"
 )
 
 // Options are a Server's dependencies and settings.
@@ -35,6 +36,8 @@ type Options struct {
 	PresenceTTL time.Duration
 	// DashboardInterval is the period of the dashboard push.
 	DashboardInterval time.Duration
+	// SSEHeartbeat is the period of SSE heartbeat comments (15s).
+	SSEHeartbeat time.Duration
 
 	// Dev enables POST /dev/token, which mints tokens with DevSecret.
 	Dev       bool
@@ -57,6 +60,8 @@ type Server struct {
 	hub      *streams.Hub
 	verifier *auth.Verifier
 	echo     *echo.Echo
+	sse      *sse.Server
+	polls    *pollLeases
 	nodeID   string
 	now      func() time.Time
 	origins  originPolicy
@@ -86,6 +91,9 @@ func New(opts Options) *Server {
 	if opts.DashboardInterval <= 0 {
 		opts.DashboardInterval = 30 * time.Second
 	}
+	if opts.SSEHeartbeat <= 0 {
+		opts.SSEHeartbeat = 15 * time.Second
+	}
 	var node [6]byte
 	_, _ = rand.Read(node[:])
 	s := &Server{
@@ -97,9 +105,11 @@ func New(opts Options) *Server {
 		nodeID:   hex.EncodeToString(node[:]),
 		now:      opts.Now,
 		origins:  newOriginPolicy(opts.AllowedOrigins),
+		sse:      newSSEServer(),
 		clients:  make(map[*client]struct{}),
 		sessions: make(map[string]map[*client]struct{}),
 	}
+	s.polls = newPollLeases(s)
 	s.echo = s.routes()
 	s.stopRevoke = s.bus.OnRevoke(s.revoked)
 	return s
@@ -120,6 +130,7 @@ func (s *Server) Run(ctx context.Context) {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			s.hub.Refresh(rctx)
 			cancel()
+			s.polls.expire(s.now())
 		}
 	}
 }
@@ -143,6 +154,7 @@ func (s *Server) Drain() {
 // first.
 func (s *Server) Close() {
 	s.stopRevoke()
+	s.polls.close()
 }
 
 // OpenClients returns the number of open streams on this node.

@@ -116,9 +116,9 @@ type wsTransport struct {
 	conn *websocket.Conn
 }
 
-func (t *wsTransport) write(_ string, msg []byte) error {
+func (t *wsTransport) write(m outMsg) error {
 	_ = t.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	return t.conn.WriteMessage(websocket.TextMessage, msg)
+	return t.conn.WriteMessage(websocket.TextMessage, m.data)
 }
 
 func (t *wsTransport) keepalive() error {
@@ -134,21 +134,9 @@ func (t *wsTransport) end(code int, reason string) {
 // runWS runs an authenticated connection until it ends.
 func (s *Server) runWS(ctx context.Context, conn *websocket.Conn, community string, stream streams.Stream, ident *auth.Identity, log *slog.Logger) {
 	start := time.Now()
-	c := &client{
-		srv:            s,
-		id:             s.connSeq.Add(1),
-		community:      community,
-		stream:         stream,
-		sessionID:      ident.SessionID,
-		ident:          ident,
-		tr:             &wsTransport{conn: conn},
-		wake:           make(chan struct{}, 1),
-		done:           make(chan struct{}),
-		keepaliveEvery: pingEvery,
-	}
-	if stream == streams.StreamVisitors {
-		c.visitor = streams.Visitor{ID: ident.Subject, Authenticated: true}
-	}
+	c := s.newClient(community, stream, ident)
+	c.tr = &wsTransport{conn: conn}
+	c.keepaliveEvery = pingEvery
 	defer conn.Close()
 
 	snap, cleanup, err := s.attach(ctx, c)
@@ -182,6 +170,24 @@ func (s *Server) runWS(ctx context.Context, conn *websocket.Conn, community stri
 	log.Info("connection closed", "conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
 }
 
+// newClient returns a client of one stream; the caller sets its transport.
+func (s *Server) newClient(community string, stream streams.Stream, ident *auth.Identity) *client {
+	c := &client{
+		srv:       s,
+		id:        s.connSeq.Add(1),
+		community: community,
+		stream:    stream,
+		sessionID: ident.SessionID,
+		ident:     ident,
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+	if stream == streams.StreamVisitors {
+		c.visitor = streams.Visitor{ID: ident.Subject, Authenticated: true}
+	}
+	return c
+}
+
 // attach subscribes c to its community and, on the visitors stream, makes
 // its visitor present. The returned cleanup undoes both.
 func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(), error) {
@@ -199,7 +205,7 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 		}
 		s.hub.Observe(c.community, res, s.now())
 		if res.Seq >= snap.Seq {
-			snap.Seq, snap.Count, snap.Today = res.Seq, res.Count, res.Today
+			snap.Seq, snap.LastID, snap.Count, snap.Today = res.Seq, res.ID, res.Count, res.Today
 		}
 	}
 	s.register(c)

@@ -118,8 +118,9 @@ func (h *Hub) Observe(community string, r PresenceResult, at time.Time) {
 	t.mu.Lock()
 	if r.Seq > t.state.Seq {
 		t.state.Seq = r.Seq
+		t.state.LastID = r.ID
 		if t.state.Count != r.Count || t.state.Today != r.Today {
-			t.state.Changed = at
+			t.state.Changed = at.UTC().Truncate(time.Second)
 		}
 		t.state.Count = r.Count
 		t.state.Today = r.Today
@@ -152,6 +153,9 @@ func (h *Hub) Refresh(ctx context.Context) {
 			continue
 		}
 		t.mu.Lock()
+		if snap.Changed.IsZero() {
+			snap.Changed = t.state.Changed
+		}
 		if snap.Seq >= t.state.Seq {
 			t.state = snap
 		}
@@ -204,6 +208,11 @@ func (h *Hub) load(ctx context.Context, t *topic) {
 		return
 	}
 	t.cancel = cancel
+	if snap.Changed.IsZero() {
+		// Nothing ever changed: the figures are as old as this view of
+		// them, which keeps REST ETags stable.
+		snap.Changed = time.Now().UTC().Truncate(time.Second)
+	}
 	t.mu.Lock()
 	if snap.Seq >= t.state.Seq {
 		t.state = snap
@@ -238,6 +247,7 @@ func (t *topic) onEvent(e *Event) {
 	t.mu.Lock()
 	if e.Seq > t.state.Seq {
 		t.state.Seq = e.Seq
+		t.state.LastID = e.ID
 		if e.IsPresence() {
 			t.state.Count = e.Count
 			t.state.Today = e.Today

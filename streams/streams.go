@@ -84,6 +84,9 @@ type Snapshot struct {
 	// Seq is the sequence number of the last event published in the
 	// community (0 if none): events with Seq <= this are already reflected.
 	Seq uint64
+	// LastID is the ID of the event numbered Seq ("" if none or unknown):
+	// an SSE client resuming from it misses nothing.
+	LastID string
 	// Changed is the time of the last change of Count or Today (zero if
 	// nothing ever happened), so that REST snapshots have a stable ETag.
 	Changed time.Time
@@ -129,7 +132,9 @@ type PresenceResult struct {
 	// number is Seq. Seq is the community's last sequence number otherwise.
 	Changed bool
 	Seq     uint64
-	Today   Today
+	// ID is the ID of the event numbered Seq ("" if none or unknown).
+	ID    string
+	Today Today
 }
 
 // Session is a server-side credential created by the platform.

@@ -390,8 +390,16 @@ func (b *Bus) publishPresence(c *community, typ string, now time.Time) streams.E
 	return e
 }
 
-func (c *community) result(changed bool) streams.PresenceResult {
-	return streams.PresenceResult{Count: len(c.visitors), Changed: changed, Seq: c.seq, Today: c.todayFig}
+// lastID is the ID of c's last event, "" if none. Callers hold c.mu.
+func (b *Bus) lastID(c *community) string {
+	if c.seq == 0 {
+		return ""
+	}
+	return b.epoch + "-" + strconv.FormatUint(c.seq, 10)
+}
+
+func (b *Bus) result(c *community, changed bool) streams.PresenceResult {
+	return streams.PresenceResult{Count: len(c.visitors), Changed: changed, Seq: c.seq, ID: b.lastID(c), Today: c.todayFig}
 }
 
 // Publish stores e in its community's history and delivers it to the
@@ -481,12 +489,12 @@ func (b *Bus) Touch(ctx context.Context, s streams.Source) (streams.PresenceResu
 	key := s.Visitor.Key()
 	if v := c.visitors[key]; v != nil {
 		v.sources[s.ID] = deadline
-		return c.result(false), nil
+		return b.result(c, false), nil
 	}
 	c.visitors[key] = &visitor{v: s.Visitor, sources: map[string]time.Time{s.ID: deadline}}
 	c.countToday(key, s.Visitor)
 	b.publishPresence(c, streams.TypeVisitorJoined, now)
-	return c.result(true), nil
+	return b.result(c, true), nil
 }
 
 // Leave ends one source of v. When it was the visitor's last, it publishes
@@ -506,18 +514,18 @@ func (b *Bus) Leave(ctx context.Context, community string, v streams.Visitor, so
 	key := v.Key()
 	vis := c.visitors[key]
 	if vis == nil {
-		return c.result(false), nil
+		return b.result(c, false), nil
 	}
 	if _, ok := vis.sources[sourceID]; !ok {
-		return c.result(false), nil
+		return b.result(c, false), nil
 	}
 	delete(vis.sources, sourceID)
 	if len(vis.sources) > 0 {
-		return c.result(false), nil
+		return b.result(c, false), nil
 	}
 	delete(c.visitors, key)
 	b.publishPresence(c, streams.TypeVisitorLeft, now)
-	return c.result(true), nil
+	return b.result(c, true), nil
 }
 
 // Snapshot returns community's present count and today's figures.
@@ -537,6 +545,7 @@ func (b *Bus) Snapshot(ctx context.Context, community string) (streams.Snapshot,
 		Count:     len(c.visitors),
 		Today:     c.todayFig,
 		Seq:       c.seq,
+		LastID:    b.lastID(c),
 		Changed:   c.changed,
 	}, nil
 }

@@ -1,0 +1,217 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/streams"
+	"github.com/labstack/echo/v4"
+)
+
+// restCount is GET /api/v1/communities/{id}/visitors/count: the visitors
+// stream's snapshot for polling clients. A member's poll (even one answered
+// 304) is a presence heartbeat.
+func (s *Server) restCount(c echo.Context) error {
+	community, err := community(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	ident, err := s.verifier.Authorize(ctx, auth.Extract(c.Request()), s.bus, community, streams.StreamVisitors)
+	if err != nil {
+		return err
+	}
+	if err := s.polls.heartbeat(ctx, community, ident.Subject); err != nil {
+		return err
+	}
+	state, err := s.polls.state(ctx, community)
+	if err != nil {
+		return err
+	}
+	body := encodeCount(visitorCount{Type: "visitor_count", CommunityID: community, Count: state.Count, Timestamp: rfc3339(state.Changed)})
+	return snapshotResponse(c, body)
+}
+
+// restDashboard is GET /api/v1/communities/{id}/visitor-dashboard.
+func (s *Server) restDashboard(c echo.Context) error {
+	community, err := community(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := s.verifier.Authorize(ctx, auth.Extract(c.Request()), s.bus, community, streams.StreamDashboard); err != nil {
+		return err
+	}
+	state, err := s.polls.state(ctx, community)
+	if err != nil {
+		return err
+	}
+	return snapshotResponse(c, encodeDashboard(community, state.Count, state.Today, state.Changed))
+}
+
+// snapshotResponse answers body with a strong ETag (its hash: the
+// timestamp is the time of the last change, so the tag is stable while
+// nothing changes) and 304 to a matching If-None-Match.
+func snapshotResponse(c echo.Context, body []byte) error {
+	sum := sha256.Sum256(body)
+	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+	h := c.Response().Header()
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "no-cache")
+	if etagMatches(c.Request().Header.Get("If-None-Match"), etag) {
+		return c.NoContent(http.StatusNotModified)
+	}
+	return c.JSONBlob(http.StatusOK, body)
+}
+
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// pollLeases keeps the node subscribed to the communities that REST
+// clients poll, so that a poll is answered from state the node holds (no
+// bus round trip), and throttles poll heartbeats: a visitor's poll touches
+// the bus at most every third of the presence TTL.
+type pollLeases struct {
+	srv *Server
+
+	mu     sync.Mutex
+	leases map[string]*pollLease
+	beats  map[string]time.Time // community + "\x00" + sub -> last touch
+}
+
+type pollLease struct {
+	ready chan struct{}
+	err   error
+	leave func()
+	last  time.Time // guarded by pollLeases.mu
+}
+
+// pollSubscriber holds a community for polls; it needs no events.
+type pollSubscriber struct{}
+
+func (pollSubscriber) Deliver(*streams.Event) {}
+
+func newPollLeases(s *Server) *pollLeases {
+	return &pollLeases{srv: s, leases: make(map[string]*pollLease), beats: make(map[string]time.Time)}
+}
+
+// state returns the node's state of community, subscribing to it first if
+// no one on this node does.
+func (p *pollLeases) state(ctx context.Context, community string) (streams.Snapshot, error) {
+	now := p.srv.now()
+	p.mu.Lock()
+	l := p.leases[community]
+	if l == nil {
+		l = &pollLease{ready: make(chan struct{})}
+		p.leases[community] = l
+		p.mu.Unlock()
+		leave, _, err := p.srv.hub.Join(ctx, community, pollSubscriber{})
+		l.leave, l.err = leave, err
+		close(l.ready)
+		if err != nil {
+			p.mu.Lock()
+			delete(p.leases, community)
+			p.mu.Unlock()
+			return streams.Snapshot{}, err
+		}
+		p.mu.Lock()
+	}
+	l.last = now
+	p.mu.Unlock()
+	select {
+	case <-l.ready:
+	case <-ctx.Done():
+		return streams.Snapshot{}, ctx.Err()
+	}
+	if l.err != nil {
+		return streams.Snapshot{}, l.err
+	}
+	state, ok := p.srv.hub.State(community)
+	if !ok {
+		return p.srv.bus.Snapshot(ctx, community)
+	}
+	return state, nil
+}
+
+// heartbeat makes sub present through a poll source, touching the bus only
+// when the last touch is older than a third of the TTL.
+func (p *pollLeases) heartbeat(ctx context.Context, community, sub string) error {
+	ttl := p.srv.opts.PresenceTTL
+	now := p.srv.now()
+	key := community + "\x00" + sub
+	p.mu.Lock()
+	last, ok := p.beats[key]
+	if ok && now.Sub(last) < ttl/3 {
+		p.mu.Unlock()
+		return nil
+	}
+	p.beats[key] = now
+	p.mu.Unlock()
+	res, err := p.srv.bus.Touch(ctx, streams.Source{
+		Community: community, Visitor: streams.Visitor{ID: sub, Authenticated: true}, ID: "poll", TTL: ttl,
+	})
+	if err != nil {
+		p.mu.Lock()
+		delete(p.beats, key)
+		p.mu.Unlock()
+		return err
+	}
+	p.srv.hub.Observe(community, res, now)
+	return nil
+}
+
+// expire drops leases not polled for two TTLs and forgets old heartbeats.
+func (p *pollLeases) expire(now time.Time) {
+	ttl := p.srv.opts.PresenceTTL
+	var drop []*pollLease
+	p.mu.Lock()
+	for id, l := range p.leases {
+		select {
+		case <-l.ready:
+		default:
+			continue
+		}
+		if now.Sub(l.last) > 2*ttl {
+			delete(p.leases, id)
+			drop = append(drop, l)
+		}
+	}
+	for k, t := range p.beats {
+		if now.Sub(t) > ttl {
+			delete(p.beats, k)
+		}
+	}
+	p.mu.Unlock()
+	for _, l := range drop {
+		if l.leave != nil {
+			l.leave()
+		}
+	}
+}
+
+// close releases every lease (shutdown).
+func (p *pollLeases) close() {
+	p.mu.Lock()
+	leases := p.leases
+	p.leases = make(map[string]*pollLease)
+	p.mu.Unlock()
+	for _, l := range leases {
+		<-l.ready
+		if l.leave != nil {
+			l.leave()
+		}
+	}
+}

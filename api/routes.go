@@ -49,6 +49,7 @@ func (s *Server) routes() *echo.Echo {
 
 	if s.opts.Dev {
 		e.POST("/dev/token", s.devToken, bodyLimit)
+		e.GET("/dev/info", s.devInfo)
 	}
 	if s.opts.Web != nil {
 		e.GET("/*", echo.WrapHandler(http.FileServerFS(s.opts.Web)))

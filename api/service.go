@@ -547,3 +547,10 @@ func (s *Server) devToken(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, map[string]string{"token": token, "sub": sub, "expires_at": rfc3339(exp)})
 }
+
+// devInfo is GET /dev/info (dev mode only): what the demo page needs to
+// simulate a platform, the service API key included. Dev mode is for a
+// developer's own machine; it prints the same key at start.
+func (s *Server) devInfo(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{"dev": true, "api_key": s.opts.APIKey})
+}

@@ -144,8 +144,15 @@ func TestDevToken(t *testing.T) {
 	}
 	g.dial(dashboardPath(community1), m.str("token")).readType("dashboard_update")
 
+	if code, m := g.call("GET", "/dev/info", "", nil); code != http.StatusOK || m.str("api_key") != testAPIKey {
+		t.Fatalf("dev info = %d %v; want the API key", code, m)
+	}
+
 	off := newGateway(t, func(o *api.Options) { o.Dev = false })
 	if code, _ := off.call("POST", "/dev/token", "", map[string]any{}); code != http.StatusNotFound {
 		t.Fatalf("dev token outside dev mode = %d; want 404", code)
+	}
+	if code, _ := off.call("GET", "/dev/info", "", nil); code != http.StatusNotFound {
+		t.Fatalf("dev info outside dev mode = %d; want 404", code)
 	}
 }

@@ -45,6 +45,9 @@ type outMsg struct {
 	typ  string
 	id   string
 	data []byte
+	// shared, when set, is the event's cache of per-node encodings, so
+	// that a broadcast to N WebSocket clients is framed once.
+	shared *streams.FrameCache
 }
 
 // maxEarly bounds the events a client buffers between joining its
@@ -204,11 +207,15 @@ func (c *client) deliverLocked(e *streams.Event) {
 		}
 	case e.Type == streams.TypeAnalyticsUpdate:
 		if c.stream == streams.StreamDashboard {
-			c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: encodeAnalytics(e)})
+			if e.Message == nil { // published without its encoding
+				c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: encodeAnalytics(e)})
+			} else {
+				c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: e.Message, shared: e.Frames})
+			}
 		}
 	case e.Type == streams.TypeBroadcast:
 		if e.Stream == c.stream {
-			c.enqueueLocked(outMsg{typ: broadcastType(e.Message), id: e.ID, data: e.Message})
+			c.enqueueLocked(outMsg{typ: broadcastType(e.Message), id: e.ID, data: e.Message, shared: e.Frames})
 		}
 	}
 }

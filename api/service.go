@@ -256,9 +256,13 @@ func parseTimestamp(v string) (time.Time, error) {
 }
 
 func (s *Server) publishAnalytics(c echo.Context, community, metric string, value []byte) error {
-	ev, err := s.bus.Publish(c.Request().Context(), streams.Event{
+	e := streams.Event{
 		Community: community, Type: streams.TypeAnalyticsUpdate, Metric: metric, Value: value,
-	})
+		Stream: streams.StreamDashboard, Time: s.now().UTC().Truncate(time.Second),
+	}
+	// The client message is encoded once here, not once per client.
+	e.Message = encodeAnalytics(&e)
+	ev, err := s.bus.Publish(c.Request().Context(), e)
 	if err != nil {
 		return err
 	}

@@ -118,6 +118,20 @@ type wsTransport struct {
 
 func (t *wsTransport) write(m outMsg) error {
 	_ = t.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	if m.shared != nil {
+		// Framed once per node for all clients (no compression is
+		// negotiated, so one frame fits every connection).
+		pm, _ := m.shared.Get(func() any {
+			pm, err := websocket.NewPreparedMessage(websocket.TextMessage, m.data)
+			if err != nil {
+				return nil
+			}
+			return pm
+		}).(*websocket.PreparedMessage)
+		if pm != nil {
+			return t.conn.WritePreparedMessage(pm)
+		}
+	}
 	return t.conn.WriteMessage(websocket.TextMessage, m.data)
 }
 

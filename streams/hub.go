@@ -255,6 +255,9 @@ func (t *topic) onEvent(e *Event) {
 		}
 	}
 	t.mu.Unlock()
+	if e.Message != nil && e.Frames == nil {
+		e.Frames = new(FrameCache)
+	}
 	t.dispatch(e)
 }
 

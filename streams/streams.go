@@ -13,6 +13,7 @@ import (
 	"errors"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -66,9 +67,28 @@ type Event struct {
 	Metric string          `json:"metric,omitempty"`
 	Value  json.RawMessage `json:"value,omitempty"`
 
-	// broadcast: the stream and the message, as given.
+	// broadcast: the stream and the message, as given. analytics_update
+	// events carry their client message here too, encoded once at publish.
 	Stream  Stream          `json:"stream,omitempty"`
 	Message json.RawMessage `json:"message,omitempty"`
+
+	// Frames lets the transports of one node share an encoding of this
+	// event across all its clients (a WebSocket PreparedMessage). The Hub
+	// sets it before fanout; it never travels on the bus.
+	Frames *FrameCache `json:"-"`
+}
+
+// FrameCache holds one lazily built, shared encoding of an event.
+type FrameCache struct {
+	once  sync.Once
+	frame any
+}
+
+// Get returns the cached encoding, building it with build the first time.
+// It is safe for concurrent use.
+func (f *FrameCache) Get(build func() any) any {
+	f.once.Do(func() { f.frame = build() })
+	return f.frame
 }
 
 // IsPresence reports whether e changed the count of present visitors.

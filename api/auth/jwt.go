@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -61,6 +63,56 @@ type Verifier struct {
 	now            func() time.Time
 	parser         *jwt.Parser
 	algs           []string
+	cache          verifiedCache
+}
+
+// verifiedCacheSize bounds the verified-token cache.
+const verifiedCacheSize = 10000
+
+// verifiedCache remembers tokens that verified, until they expire, so that
+// a client polling every few seconds does not cost a signature check each
+// time. Keys are SHA-256 digests, so the cache holds no token.
+type verifiedCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]*Identity
+}
+
+func (c *verifiedCache) get(token string, now time.Time) *Identity {
+	k := sha256.Sum256([]byte(token))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := c.m[k]
+	if id == nil {
+		return nil
+	}
+	if !now.Before(id.ExpiresAt) {
+		delete(c.m, k)
+		return nil
+	}
+	cp := *id // callers may set SessionID on their copy
+	return &cp
+}
+
+func (c *verifiedCache) put(token string, id *Identity) {
+	k := sha256.Sum256([]byte(token))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[[32]byte]*Identity)
+	}
+	if len(c.m) >= verifiedCacheSize {
+		// Drop about a tenth, at random (map order): cheap, and a dropped
+		// token is only verified again.
+		n := 0
+		for k := range c.m {
+			delete(c.m, k)
+			if n++; n >= verifiedCacheSize/10 {
+				break
+			}
+		}
+	}
+	cp := *id
+	c.m[k] = &cp
 }
 
 // NewVerifier returns a Verifier for cfg. It fails when neither a secret
@@ -203,6 +255,9 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	if len(token) > v.maxTokenBytes {
 		return nil, fail(CodeInvalid, "token too large")
 	}
+	if id := v.cache.get(token, v.now()); id != nil {
+		return id, nil
+	}
 	var claims tokenClaims
 	t, err := v.parser.ParseWithClaims(token, &claims, v.keyFor)
 	if err != nil {
@@ -235,6 +290,7 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	if !now.Before(id.ExpiresAt) {
 		return id, fail(CodeExpired, "token expired")
 	}
+	v.cache.put(token, id)
 	return id, nil
 }
 

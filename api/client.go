@@ -7,6 +7,7 @@ import (
 
 	"github.com/footfall/footfall/api/auth"
 	"github.com/footfall/footfall/streams"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const (
@@ -60,6 +61,8 @@ const maxEarly = 1024
 // back the hub.
 type client struct {
 	srv       *Server
+	transport string             // "websocket" or "sse"
+	sent      prometheus.Counter // footfall_messages_sent_total of the transport
 	id        uint64
 	community string
 	stream    streams.Stream
@@ -233,6 +236,10 @@ func (c *client) send(msgType string, msg []byte) {
 
 func (c *client) enqueueLocked(m outMsg) {
 	if len(c.queue) >= maxQueued {
+		c.srv.metrics.dropped.Inc()
+		if !c.closing {
+			c.srv.metrics.slowConsumers.Inc()
+		}
 		c.closeLocked(closeSlowConsumer, "slow consumer")
 		return
 	}
@@ -298,9 +305,13 @@ func (c *client) writeLoop() {
 		msgs, next, closing, code, reason := c.collect(now)
 		for _, m := range msgs {
 			if err := c.tr.write(m); err != nil {
+				if err == errSlowConsumer {
+					c.srv.metrics.slowConsumers.Inc()
+				}
 				c.fail()
 				return
 			}
+			c.sent.Inc()
 		}
 		if closing {
 			c.tr.end(code, reason)

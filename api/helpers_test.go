@@ -13,6 +13,7 @@ import (
 
 	"github.com/footfall/footfall/api"
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/openapi/openapitest"
 	"github.com/footfall/footfall/streams/memory"
 	"github.com/gorilla/websocket"
 )
@@ -30,6 +31,9 @@ type gateway struct {
 	srv *api.Server
 	ts  *httptest.Server
 	bus *memory.Bus
+	// spec holds every response and message the tests see to the OpenAPI
+	// document.
+	spec *openapitest.Validator
 }
 
 // newGateway starts a node on the memory bus; tweak adjusts its options.
@@ -65,7 +69,7 @@ func newGateway(t testing.TB, tweak func(*api.Options)) *gateway {
 		srv.Close()
 		bus.Close()
 	})
-	return &gateway{t: t, srv: srv, ts: ts, bus: bus}
+	return &gateway{t: t, srv: srv, ts: ts, bus: bus, spec: openapitest.New(t)}
 }
 
 func (g *gateway) wsURL(path string) string {
@@ -100,9 +104,11 @@ func moderator(t testing.TB, sub string) string {
 
 // wsClient is a real WebSocket client.
 type wsClient struct {
-	t    testing.TB
-	conn *websocket.Conn
-	resp *http.Response
+	t      testing.TB
+	conn   *websocket.Conn
+	resp   *http.Response
+	spec   *openapitest.Validator
+	stream string
 }
 
 // dial opens a WebSocket with the token in the bearer subprotocol.
@@ -122,7 +128,15 @@ func (g *gateway) dialWith(path string, d *websocket.Dialer, hdr http.Header) *w
 		}
 		g.t.Fatalf("dial %s: %v (HTTP %d)", path, err, status)
 	}
-	c := &wsClient{t: g.t, conn: conn, resp: resp}
+	stream := openapitest.StreamVisitors
+	if strings.Contains(path, "visitor-dashboard") {
+		stream = openapitest.StreamDashboard
+	}
+	req, _ := http.NewRequest("GET", g.ts.URL+path, nil)
+	if err := g.spec.Response(req, resp.StatusCode, resp.Header, nil); err != nil {
+		g.t.Errorf("handshake: %v", err)
+	}
+	c := &wsClient{t: g.t, conn: conn, resp: resp, spec: g.spec, stream: stream}
 	g.t.Cleanup(func() { conn.Close() })
 	return c
 }
@@ -145,6 +159,9 @@ func (c *wsClient) read() message {
 	var m message
 	if err := json.Unmarshal(data, &m); err != nil {
 		c.t.Fatalf("read: %q is not JSON: %v", data, err)
+	}
+	if err := c.spec.Message(c.stream, data); err != nil {
+		c.t.Errorf("message %s does not follow the OpenAPI schemas: %v", data, err)
 	}
 	return m
 }
@@ -240,6 +257,9 @@ func (g *gateway) call(method, path, key string, body any) (int, message) {
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	if err := g.spec.Response(req, resp.StatusCode, resp.Header, data); err != nil {
+		g.t.Errorf("%v", err)
+	}
 	var m message
 	if len(data) > 0 {
 		if err := json.Unmarshal(data, &m); err != nil {

@@ -28,6 +28,9 @@ func (g *gateway) get(path string, hdr http.Header) (int, http.Header, message) 
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	if err := g.spec.Response(req, resp.StatusCode, resp.Header, data); err != nil {
+		g.t.Errorf("%v", err)
+	}
 	var m message
 	if len(data) > 0 {
 		_ = json.Unmarshal(data, &m)
@@ -140,12 +143,13 @@ func TestSSESlowClientDoesNotStallOthers(t *testing.T) {
 	}
 
 	fast := g.openSSE(ssePath(community1)+"?token="+member(t, "fast"), nil, 200)
+	fast.broadcasts = true // its messages carry an extra "pad" field
 	fast.nextType("visitor_count")
 	pad := strings.Repeat("x", 32<<10)
 	const n = 300
 	for i := range n {
 		code, _ := g.service("POST", "/api/v1/communities/"+community1+"/broadcast", map[string]any{
-			"stream": "visitors", "message": map[string]any{"type": "visitor_count", "count": i, "pad": pad},
+			"stream": "visitors", "message": map[string]any{"type": "visitor_count", "community_id": community1, "count": i, "timestamp": "2025-10-10T14:30:00Z", "pad": pad},
 		})
 		if code != 202 {
 			t.Fatalf("broadcast %d = %d", i, code)

@@ -1,9 +1,13 @@
 package api
 
 import (
+	"io/fs"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 
+	"github.com/footfall/footfall/openapi"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -26,6 +30,7 @@ func (s *Server) routes() *echo.Echo {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", s.metrics.handler())
 
 	// Streams (CONTRACT section 5). Origins are checked before the upgrade.
 	e.GET("/ws/communities/:id/visitors/", s.serveWS(streams.StreamVisitors), s.checkOrigin)
@@ -38,21 +43,27 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/api/v1/communities/:id/visitors/count", s.restCount)
 	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard)
 
-	// Service API (CONTRACT section 6).
-	svc := e.Group("/api/v1", s.requireAPIKey, bodyLimit)
-	svc.POST("/communities/:id/visitor-events", s.visitorEvents)
-	svc.POST("/communities/:id/metrics", s.metrics)
-	svc.POST("/communities/:id/conversions", s.conversions)
-	svc.POST("/communities/:id/broadcast", s.broadcast)
-	svc.POST("/sessions", s.createSession)
-	svc.DELETE("/sessions/:session_id", s.deleteSession)
+	// Service API (CONTRACT section 6). Route by route rather than an echo
+	// Group: a group's middleware would answer 401 for unknown paths too.
+	svc := []echo.MiddlewareFunc{s.requireAPIKey, bodyLimit}
+	e.POST("/api/v1/communities/:id/visitor-events", s.visitorEvents, svc...)
+	e.POST("/api/v1/communities/:id/metrics", s.postMetric, svc...)
+	e.POST("/api/v1/communities/:id/conversions", s.conversions, svc...)
+	e.POST("/api/v1/communities/:id/broadcast", s.broadcast, svc...)
+	e.GET("/api/v1/communities/:id/stats", s.stats, svc...)
+	e.POST("/api/v1/sessions", s.createSession, svc...)
+	e.DELETE("/api/v1/sessions/:session_id", s.deleteSession, svc...)
+
+	// The published contract.
+	e.GET("/openapi.yaml", yamlDocument(openapi.OpenAPI()))
+	e.GET("/asyncapi.yaml", yamlDocument(openapi.AsyncAPI()))
 
 	if s.opts.Dev {
 		e.POST("/dev/token", s.devToken, bodyLimit)
 		e.GET("/dev/info", s.devInfo)
 	}
 	if s.opts.Web != nil {
-		e.GET("/*", echo.WrapHandler(http.FileServerFS(s.opts.Web)))
+		e.GET("/*", s.staticFiles(s.opts.Web))
 	}
 	return e
 }
@@ -72,6 +83,7 @@ func bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) checkOrigin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !s.origins.check(c.Request()) {
+			s.metrics.refusedWith(transportOf(c.Request().URL.Path), http.StatusForbidden)
 			return &httpError{Status: http.StatusForbidden, Slug: "origin_not_allowed", Message: "origin not allowed"}
 		}
 		return next(c)
@@ -119,4 +131,57 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 
 func requestID(c echo.Context) string {
 	return c.Response().Header().Get(echo.HeaderXRequestID)
+}
+
+// transportOf names the transport of a stream route.
+func transportOf(path string) string {
+	if strings.HasPrefix(path, "/sse/") {
+		return "sse"
+	}
+	return "websocket"
+}
+
+func yamlDocument(doc []byte) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return c.Blob(http.StatusOK, "application/yaml", doc)
+	}
+}
+
+// staticFiles serves the embedded web assets; a path that is not one of
+// them gets the JSON 404 of every other unknown route.
+func (s *Server) staticFiles(fsys fs.FS) echo.HandlerFunc {
+	files := http.FileServerFS(fsys)
+	return func(c echo.Context) error {
+		name := strings.TrimPrefix(path.Clean(c.Request().URL.Path), "/")
+		if name == "" {
+			name = "index.html"
+		}
+		if st, err := fs.Stat(fsys, name); err != nil || st.IsDir() {
+			return errNotFound("no such route")
+		}
+		files.ServeHTTP(c.Response(), c.Request())
+		return nil
+	}
+}
+
+// Routes lists the node's routes as "METHOD /path/{param}", for the test
+// that holds them equal to the OpenAPI document.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.echo.Routes() {
+		if strings.HasSuffix(r.Path, "/*") {
+			if r.Path == "/*" && r.Method == http.MethodGet {
+				out = append(out, "GET /")
+			}
+			continue
+		}
+		parts := strings.Split(r.Path, "/")
+		for i, p := range parts {
+			if strings.HasPrefix(p, ":") {
+				parts[i] = "{" + p[1:] + "}"
+			}
+		}
+		out = append(out, r.Method+" "+strings.Join(parts, "/"))
+	}
+	return out
 }

@@ -62,6 +62,7 @@ type Server struct {
 	echo     *echo.Echo
 	sse      *sse.Server
 	polls    *pollLeases
+	metrics  *metrics
 	nodeID   string
 	now      func() time.Time
 	origins  originPolicy
@@ -73,7 +74,8 @@ type Server struct {
 	clients  map[*client]struct{}
 	sessions map[string]map[*client]struct{} // session id -> its open clients
 
-	stopRevoke func()
+	stopRevoke    func()
+	stopReconnect func()
 }
 
 // New returns a Server. Call Run to start its background work and Close
@@ -110,8 +112,23 @@ func New(opts Options) *Server {
 		sessions: make(map[string]map[*client]struct{}),
 	}
 	s.polls = newPollLeases(s)
+	s.metrics = newMetrics(s)
+	s.hub.ObserveFanout(func(d time.Duration) { s.metrics.fanout.Observe(d.Seconds()) })
 	s.echo = s.routes()
 	s.stopRevoke = s.bus.OnRevoke(s.revoked)
+	s.stopReconnect = func() {}
+	// A bus that can lose its server (Valkey) says when it is back: every
+	// open stream then gets a fresh snapshot, so clients converge.
+	if r, ok := s.bus.(interface{ OnReconnect(func()) func() }); ok {
+		s.stopReconnect = r.OnReconnect(func() {
+			s.metrics.busReconnects.Inc()
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				s.hub.Refresh(ctx)
+			}()
+		})
+	}
 	return s
 }
 
@@ -154,6 +171,7 @@ func (s *Server) Drain() {
 // first.
 func (s *Server) Close() {
 	s.stopRevoke()
+	s.stopReconnect()
 	s.polls.close()
 }
 
@@ -168,7 +186,8 @@ func (s *Server) register(c *client) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clients[c] = struct{}{}
-	if sid := c.identity().SessionID; sid != "" {
+	s.metrics.opened(c)
+	if sid := c.sessionID; sid != "" {
 		m := s.sessions[sid]
 		if m == nil {
 			m = make(map[*client]struct{})

@@ -176,8 +176,8 @@ func (s *Server) visitorEvents(c echo.Context) error {
 	})
 }
 
-// metrics is POST /api/v1/communities/{id}/metrics.
-func (s *Server) metrics(c echo.Context) error {
+// postMetric is POST /api/v1/communities/{id}/metrics.
+func (s *Server) postMetric(c echo.Context) error {
 	community, err := community(c)
 	if err != nil {
 		return err
@@ -230,10 +230,11 @@ func (s *Server) conversions(c echo.Context) error {
 	}
 	at := rfc3339(s.now())
 	if m.ConvertedAt != nil {
-		if _, err := parseTimestamp(*m.ConvertedAt); err != nil {
+		t, err := parseTimestamp(*m.ConvertedAt)
+		if err != nil {
 			return errBadRequest("converted_at", "converted_at must be an RFC 3339 / ISO 8601 timestamp")
 		}
-		at = *m.ConvertedAt
+		at = rfc3339(t) // shown like every timestamp: RFC 3339, UTC, whole seconds
 	}
 	value, _ := json.Marshal(struct {
 		SessionID   string `json:"session_id"`
@@ -305,7 +306,7 @@ func (s *Server) broadcast(c echo.Context) error {
 	if m.Message == nil {
 		return errBadRequest("message", "message is required")
 	}
-	if field, msg := validateServerMessage(*m.Message, allowed); field != "" {
+	if field, msg := validateServerMessage(*m.Message, allowed, community); field != "" {
 		return errBadRequest(field, msg)
 	}
 	ev, err := s.bus.Publish(c.Request().Context(), streams.Event{
@@ -318,10 +319,11 @@ func (s *Server) broadcast(c echo.Context) error {
 }
 
 // validateServerMessage checks that raw is one of the server messages of
-// CONTRACT section 5 allowed on the stream.
-func validateServerMessage(raw []byte, allowed map[string]bool) (field, msg string) {
-	var m map[string]json.RawMessage
-	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' || json.Unmarshal(t, &m) != nil {
+// CONTRACT section 5 allowed on the stream, with every field the contract
+// gives it (fields beyond those are delivered as given).
+func validateServerMessage(raw []byte, allowed map[string]bool, community string) (field, msg string) {
+	m, ok := jsonObject(raw)
+	if !ok {
 		return "message", "message must be a JSON object"
 	}
 	var typ string
@@ -329,53 +331,89 @@ func validateServerMessage(raw []byte, allowed map[string]bool) (field, msg stri
 		return "message.type", "message.type must be a string"
 	}
 	if !allowed[typ] {
-		return "message.type", "message.type " + typ + " is not a server message of this stream"
+		return "message.type", "message.type " + truncate(typ, 40) + " is not a server message of this stream"
 	}
-	isString := func(k string) bool {
-		var v string
-		return json.Unmarshal(m[k], &v) == nil
-	}
-	isCount := func(k string) bool {
-		var v int
-		return json.Unmarshal(m[k], &v) == nil && v >= 0
-	}
-	if ts, ok := m["timestamp"]; ok {
-		var v string
-		if json.Unmarshal(ts, &v) != nil {
-			return "message.timestamp", "message.timestamp must be an RFC 3339 string"
-		}
-		if _, err := time.Parse(time.RFC3339, v); err != nil {
-			return "message.timestamp", "message.timestamp must be an RFC 3339 string"
-		}
+	if !isTimestamp(m["timestamp"]) {
+		return "message.timestamp", "message.timestamp must be an RFC 3339 timestamp"
 	}
 	switch typ {
 	case "visitor_count", "visitor_joined", "visitor_left":
-		if !isCount("count") {
+		if !isCommunity(m["community_id"], community) {
+			return "message.community_id", "message.community_id must be this community's id"
+		}
+		if !isCount(m["count"]) {
 			return "message.count", "message.count must be a non-negative integer"
 		}
-		if _, ok := m["change"]; ok {
-			var v int
-			if json.Unmarshal(m["change"], &v) != nil {
-				return "message.change", "message.change must be an integer"
-			}
-		}
-		if _, ok := m["community_id"]; ok && !isString("community_id") {
-			return "message.community_id", "message.community_id must be a string"
+		if v, ok := m["change"]; ok && !isInt(v) {
+			return "message.change", "message.change must be an integer"
 		}
 	case "dashboard_update":
-		var d map[string]json.RawMessage
-		if t := bytes.TrimSpace(m["data"]); len(t) == 0 || t[0] != '{' || json.Unmarshal(t, &d) != nil {
+		d, ok := jsonObject(m["data"])
+		if !ok {
 			return "message.data", "message.data must be an object"
 		}
+		today, ok := jsonObject(d["today_visitors"])
+		if !ok {
+			return "message.data.today_visitors", "message.data.today_visitors must be an object"
+		}
+		for _, k := range []string{"authenticated_visitors", "anonymous_visitors", "total_unique_visitors"} {
+			if !isCount(today[k]) {
+				return "message.data.today_visitors." + k, k + " must be a non-negative integer"
+			}
+		}
+		if !isCount(d["realtime_count"]) {
+			return "message.data.realtime_count", "realtime_count must be a non-negative integer"
+		}
+		if !isCommunity(d["community_id"], community) {
+			return "message.data.community_id", "message.data.community_id must be this community's id"
+		}
 	case "analytics_update":
-		if !isString("metric") {
-			return "message.metric", "message.metric must be a string"
+		var metric string
+		if json.Unmarshal(m["metric"], &metric) != nil || metric == "" {
+			return "message.metric", "message.metric must be a non-empty string"
 		}
 		if v, ok := m["value"]; !ok || string(v) == "null" {
 			return "message.value", "message.value is required"
 		}
 	}
 	return "", ""
+}
+
+func jsonObject(raw []byte) (map[string]json.RawMessage, bool) {
+	var m map[string]json.RawMessage
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || t[0] != '{' || json.Unmarshal(t, &m) != nil {
+		return nil, false
+	}
+	return m, true
+}
+
+func isInt(raw json.RawMessage) bool {
+	var v int64
+	return raw != nil && json.Unmarshal(raw, &v) == nil
+}
+
+func isCount(raw json.RawMessage) bool {
+	var v int64
+	return raw != nil && json.Unmarshal(raw, &v) == nil && v >= 0
+}
+
+func isTimestamp(raw json.RawMessage) bool {
+	var v string
+	if raw == nil || json.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	_, err := time.Parse(time.RFC3339, v)
+	return err == nil
+}
+
+func isCommunity(raw json.RawMessage, community string) bool {
+	var v string
+	if raw == nil || json.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	id, ok := streams.NormalizeCommunityID(v)
+	return ok && id == community
 }
 
 func compactJSON(raw []byte) []byte {

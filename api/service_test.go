@@ -1,11 +1,15 @@
 package api_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"testing/fstest"
+	"time"
 
 	"github.com/footfall/footfall/api"
+	"github.com/gorilla/websocket"
 )
 
 func TestServiceAPIKey(t *testing.T) {
@@ -54,7 +58,10 @@ func TestServiceAPIValidation(t *testing.T) {
 		{"broadcast bad stream", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "all", "message": map[string]any{"type": "visitor_count", "count": 1}}, "stream", -1},
 		{"broadcast not a server message", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "hello"}}, "message.type", -1},
 		{"broadcast wrong stream for type", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "dashboard_update", "data": map[string]any{}}}, "message.type", -1},
-		{"broadcast count not a number", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "visitor_count", "count": "many"}}, "message.count", -1},
+		{"broadcast count not a number", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "visitor_count", "community_id": community1, "count": "many", "timestamp": "2025-10-10T14:30:00Z"}}, "message.count", -1},
+		{"broadcast without timestamp", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "visitor_count", "community_id": community1, "count": 1}}, "message.timestamp", -1},
+		{"broadcast for another community", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "visitors", "message": map[string]any{"type": "visitor_count", "community_id": community2, "count": 1, "timestamp": "2025-10-10T14:30:00Z"}}, "message.community_id", -1},
+		{"broadcast dashboard without figures", "/api/v1/communities/" + community1 + "/broadcast", map[string]any{"stream": "dashboard", "message": map[string]any{"type": "dashboard_update", "data": map[string]any{}, "timestamp": "2025-10-10T14:30:00Z"}}, "message.data.today_visitors", -1},
 		{"session without user", "/api/v1/sessions", map[string]any{"communities": map[string]string{community1: "member"}}, "user_id", -1},
 		{"session bad role", "/api/v1/sessions", map[string]any{"user_id": "u", "communities": map[string]string{community1: "owner"}}, "communities", -1},
 		{"session bad ttl", "/api/v1/sessions", map[string]any{"user_id": "u", "ttl_seconds": -5}, "ttl_seconds", -1},
@@ -112,7 +119,7 @@ func TestVisitorEventsBatch(t *testing.T) {
 
 func TestHealthAndNotFound(t *testing.T) {
 	g := newGateway(t, nil)
-	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/no/such/route": 404} {
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/no/such/route": 404, "/api/v1/nope": 404} {
 		resp, err := http.Get(g.ts.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -121,8 +128,13 @@ func TestHealthAndNotFound(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("GET %s = %d; want %d", path, resp.StatusCode, want)
 		}
-		if ct := resp.Header.Get("Content-Type"); path != "/" && !strings.HasPrefix(ct, "application/json") {
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 			t.Errorf("GET %s Content-Type = %q; want JSON", path, ct)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/openapi.yaml", "/asyncapi.yaml", "/metrics"} {
+		if code, _, _ := g.getRaw(path); code != 200 {
+			t.Errorf("GET %s = %d; want 200", path, code)
 		}
 	}
 	g.srv.Drain()
@@ -155,4 +167,107 @@ func TestDevToken(t *testing.T) {
 	if code, _ := off.call("GET", "/dev/info", "", nil); code != http.StatusNotFound {
 		t.Fatalf("dev info outside dev mode = %d; want 404", code)
 	}
+}
+
+// getRaw performs a GET, checks it against the spec and returns the body.
+func (g *gateway) getRaw(path string) (int, http.Header, []byte) {
+	g.t.Helper()
+	req, _ := http.NewRequest("GET", g.ts.URL+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if err := g.spec.Response(req, resp.StatusCode, resp.Header, data); err != nil {
+		g.t.Errorf("%v", err)
+	}
+	return resp.StatusCode, resp.Header, data
+}
+
+// TestRoutesMatchSpec: every route is in the OpenAPI document and every
+// operation of the document is a route.
+func TestRoutesMatchSpec(t *testing.T) {
+	g := newGateway(t, func(o *api.Options) { o.Web = fstest.MapFS{"index.html": {Data: []byte("<!doctype html>")}} })
+	routes := map[string]bool{}
+	for _, r := range g.srv.Routes() {
+		routes[r] = true
+	}
+	ops := map[string]bool{}
+	for _, op := range g.spec.Operations() {
+		ops[op] = true
+		if !routes[op] {
+			t.Errorf("the OpenAPI document lists %s, which is not a route", op)
+		}
+	}
+	for r := range routes {
+		if !ops[r] {
+			t.Errorf("route %s is not in the OpenAPI document", r)
+		}
+	}
+	if code, hdr, body := g.getRaw("/"); code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || len(body) == 0 {
+		t.Errorf("GET / = %d %q; want the page", code, hdr.Get("Content-Type"))
+	}
+	// Not an operation of the document, so checked by hand: a JSON 404.
+	resp, err := http.Get(g.ts.URL + "/nothing-here.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Errorf("GET /nothing-here.js = %d %q; want a JSON 404", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+// TestMetrics: the figures move with connections, refusals and messages,
+// and no label names a community or a user.
+func TestMetrics(t *testing.T) {
+	g := newGateway(t, nil)
+	c := g.dial(visitorsPath(community1), member(t, "alice"))
+	c.readType("visitor_count")
+	g.dialWith(visitorsPath(community1), &websocket.Dialer{}, nil).expectClose(4001)
+	_, _, body := g.getRaw("/metrics")
+	text := string(body)
+	for _, want := range []string{
+		`footfall_connections_open{stream="visitors",transport="websocket"} 1`,
+		`footfall_connections_accepted_total{stream="visitors",transport="websocket"} 1`,
+		`footfall_connections_refused_total{code="4001",transport="websocket"} 1`,
+		`footfall_messages_sent_total{transport="websocket"} 1`,
+		`footfall_present_visitors 1`,
+		`footfall_broadcast_fanout_duration_seconds_count`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(text, community1) || strings.Contains(text, "alice") {
+		t.Errorf("/metrics names a community or a user")
+	}
+	c.conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_, _, body = g.getRaw("/metrics")
+		if strings.Contains(string(body), `footfall_connections_closed_total{`) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(string(body), `footfall_connections_open{stream="visitors",transport="websocket"} 0`) ||
+		!strings.Contains(string(body), `footfall_connections_closed_total{code="1006",transport="websocket"} 1`) {
+		t.Errorf("/metrics after the close: %s; want 0 open and 1 closed with 1006", grepLines(string(body), "footfall_connections"))
+	}
+	code, m := g.service("GET", "/api/v1/communities/"+community1+"/stats", nil)
+	if code != 200 || m.num("present_visitors") != 0 {
+		t.Errorf("stats = %d %v; want 200 with 0 present", code, m)
+	}
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

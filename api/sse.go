@@ -69,6 +69,7 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		if err != nil {
 			code, reason := closeFor(err)
 			log.Info("connection refused", "code", code, "reason", reason)
+			s.metrics.refusedWith("sse", code)
 			return err
 		}
 		lastID := r.Header.Get("Last-Event-ID")
@@ -79,7 +80,7 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		w := &sseWriter{ResponseWriter: ec.Response(), rc: http.NewResponseController(ec.Response()), flushed: make(chan struct{}, 1)}
-		c := s.newClient(community, stream, ident)
+		c := s.newClient("sse", community, stream, ident)
 		streamID := strconv.FormatUint(c.id, 10)
 		tr := &sseTransport{srv: s.sse, stream: streamID, w: w, cancel: cancel}
 		c.tr = tr
@@ -134,6 +135,7 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		c.mu.Lock()
 		code := c.code
 		c.mu.Unlock()
+		s.metrics.ended(c, code, time.Since(start))
 		log.Info("connection closed", "conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
 		return nil
 	}

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"bufio"
+	"bytes"
+	"io"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/footfall/footfall/api"
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/openapi/openapitest"
 )
 
 // sseEvent is one parsed server-sent event (or a comment).
@@ -36,6 +39,11 @@ type sseClient struct {
 	resp   *http.Response
 	events chan sseEvent
 	cancel context.CancelFunc
+	spec   *openapitest.Validator
+	stream string
+	// broadcasts: the stream carries broadcast messages with extra fields,
+	// checked against the looser broadcast schemas.
+	broadcasts bool
 }
 
 // openSSE opens an event stream; hdr may carry Last-Event-ID or
@@ -57,7 +65,14 @@ func (g *gateway) openSSE(path string, hdr http.Header, want int) *sseClient {
 		resp.Body.Close()
 		g.t.Fatalf("GET %s = %d; want %d", path, resp.StatusCode, want)
 	}
-	c := &sseClient{t: g.t, resp: resp, events: make(chan sseEvent, 1000), cancel: cancel}
+	if err := g.spec.Response(req, resp.StatusCode, resp.Header, nil); err != nil {
+		g.t.Errorf("%v", err)
+	}
+	stream := openapitest.StreamVisitors
+	if strings.Contains(path, "visitor-dashboard") {
+		stream = openapitest.StreamDashboard
+	}
+	c := &sseClient{t: g.t, resp: resp, events: make(chan sseEvent, 1000), cancel: cancel, spec: g.spec, stream: stream}
 	g.t.Cleanup(c.close)
 	if want != http.StatusOK {
 		return c
@@ -109,6 +124,16 @@ func (c *sseClient) next() sseEvent {
 			}
 			if ev.Data == "" {
 				continue
+			}
+			check := c.spec.Message
+			if c.broadcasts {
+				check = c.spec.Broadcast
+			}
+			if err := check(c.stream, []byte(ev.Data)); err != nil {
+				c.t.Errorf("SSE event %+v does not follow the OpenAPI schemas: %v", ev, err)
+			}
+			if m := ev.msg(c.t); ev.Event != m.str("type") {
+				c.t.Errorf("SSE event name %q; want the message type %q", ev.Event, m.str("type"))
 			}
 			return ev
 		case <-time.After(5 * time.Second):
@@ -245,6 +270,13 @@ func TestSSEAuthOutcomes(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				data, _ := io.ReadAll(resp.Body)
+				if err := g.spec.Response(req, resp.StatusCode, resp.Header, data); err != nil {
+					t.Error(err)
+				}
+				resp.Body = io.NopCloser(bytes.NewReader(data))
+			}
 			if resp.StatusCode != tc.status {
 				t.Fatalf("GET %s = %d; want %d", tc.path, resp.StatusCode, tc.status)
 			}

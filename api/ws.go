@@ -81,6 +81,7 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 		if err != nil {
 			code, reason := closeFor(err)
 			log.Info("connection refused", "code", code, "reason", reason)
+			s.metrics.refusedWith("websocket", code)
 			refuse(conn, code, reason)
 			return nil
 		}
@@ -148,7 +149,7 @@ func (t *wsTransport) end(code int, reason string) {
 // runWS runs an authenticated connection until it ends.
 func (s *Server) runWS(ctx context.Context, conn *websocket.Conn, community string, stream streams.Stream, ident *auth.Identity, log *slog.Logger) {
 	start := time.Now()
-	c := s.newClient(community, stream, ident)
+	c := s.newClient("websocket", community, stream, ident)
 	c.tr = &wsTransport{conn: conn}
 	c.keepaliveEvery = pingEvery
 	defer conn.Close()
@@ -181,13 +182,16 @@ func (s *Server) runWS(ctx context.Context, conn *websocket.Conn, community stri
 		code = c.code
 	}
 	c.mu.Unlock()
+	s.metrics.ended(c, code, time.Since(start))
 	log.Info("connection closed", "conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
 }
 
 // newClient returns a client of one stream; the caller sets its transport.
-func (s *Server) newClient(community string, stream streams.Stream, ident *auth.Identity) *client {
+func (s *Server) newClient(transport, community string, stream streams.Stream, ident *auth.Identity) *client {
 	c := &client{
 		srv:       s,
+		transport: transport,
+		sent:      s.metrics.sent.WithLabelValues(transport),
 		id:        s.connSeq.Add(1),
 		community: community,
 		stream:    stream,

@@ -263,7 +263,7 @@ func TestBroadcastDelivered(t *testing.T) {
 		t.Fatalf("broadcast arrived as %v; want count 42 change 1", m)
 	}
 	code, _ = g.service("POST", "/api/v1/communities/"+community1+"/broadcast", map[string]any{
-		"stream": "dashboard", "message": map[string]any{"type": "analytics_update", "metric": "m", "value": 1},
+		"stream": "dashboard", "message": map[string]any{"type": "analytics_update", "metric": "m", "value": 1, "timestamp": "2025-10-10T14:30:00Z"},
 	})
 	if code != 202 {
 		t.Fatalf("broadcast = %d; want 202", code)

@@ -34,6 +34,30 @@ type Hub struct {
 
 	mu     sync.Mutex
 	topics map[string]*topic
+
+	// fanoutObserver, if set, is told how long each fanout took.
+	fanoutObserver func(time.Duration)
+}
+
+// ObserveFanout sets a function told the duration of every fanout (for
+// metrics). Call it before the first Join.
+func (h *Hub) ObserveFanout(f func(time.Duration)) { h.fanoutObserver = f }
+
+// PresentTotal sums the present counts of the communities the node holds.
+func (h *Hub) PresentTotal() int {
+	h.mu.Lock()
+	ts := make([]*topic, 0, len(h.topics))
+	for _, t := range h.topics {
+		ts = append(ts, t)
+	}
+	h.mu.Unlock()
+	total := 0
+	for _, t := range ts {
+		t.mu.RLock()
+		total += t.state.Count
+		t.mu.RUnlock()
+	}
+	return total
 }
 
 // NewHub returns a Hub over bus.
@@ -49,6 +73,7 @@ func NewHub(bus Bus, log *slog.Logger) *Hub {
 // cannot hold back another.
 type topic struct {
 	community string
+	hub       *Hub
 	ready     chan struct{} // closed once subscribed and loaded
 	err       error         // set before ready is closed if loading failed
 	refs      int           // guarded by Hub.mu
@@ -169,7 +194,7 @@ func (h *Hub) acquire(ctx context.Context, community string) (*topic, error) {
 	h.mu.Lock()
 	t := h.topics[community]
 	if t == nil {
-		t = &topic{community: community, ready: make(chan struct{}), subs: make(map[Subscriber]struct{})}
+		t = &topic{hub: h, community: community, ready: make(chan struct{}), subs: make(map[Subscriber]struct{})}
 		h.topics[community] = t
 		t.refs++
 		h.mu.Unlock()
@@ -262,9 +287,16 @@ func (t *topic) onEvent(e *Event) {
 }
 
 func (t *topic) dispatch(e *Event) {
+	var start time.Time
+	if t.hub.fanoutObserver != nil {
+		start = time.Now()
+	}
 	t.mu.RLock()
-	defer t.mu.RUnlock()
 	for s := range t.subs {
 		s.Deliver(e)
+	}
+	t.mu.RUnlock()
+	if t.hub.fanoutObserver != nil {
+		t.hub.fanoutObserver(time.Since(start))
 	}
 }

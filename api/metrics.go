@@ -1,0 +1,138 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/footfall/footfall/streams"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the node's Prometheus metrics (GET /metrics). Each Server has
+// its own registry: no package-level state. Labels never name a community
+// or a user; per-community figures go through GET .../stats instead.
+type metrics struct {
+	reg *prometheus.Registry
+
+	open          *prometheus.GaugeVec     // transport, stream
+	accepted      *prometheus.CounterVec   // transport, stream
+	refused       *prometheus.CounterVec   // transport, code
+	closed        *prometheus.CounterVec   // transport, code
+	duration      *prometheus.HistogramVec // transport
+	sent          *prometheus.CounterVec   // transport
+	dropped       prometheus.Counter
+	slowConsumers prometheus.Counter
+	fanout        prometheus.Histogram
+	busErrors     prometheus.Counter
+	busReconnects prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		reg: reg,
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "footfall_connections_open", Help: "Open stream connections on this node.",
+		}, []string{"transport", "stream"}),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "footfall_connections_accepted_total", Help: "Stream connections authenticated and opened.",
+		}, []string{"transport", "stream"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "footfall_connections_refused_total", Help: "Stream connections refused, by close code (4001-4004) or HTTP status.",
+		}, []string{"transport", "code"}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "footfall_connections_closed_total", Help: "Open stream connections that ended, by close code (0: the peer went away without one).",
+		}, []string{"transport", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "footfall_connection_duration_seconds", Help: "How long stream connections stayed open.",
+			Buckets: []float64{1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600},
+		}, []string{"transport"}),
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "footfall_messages_sent_total", Help: "Messages written to clients.",
+		}, []string{"transport"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "footfall_messages_dropped_total", Help: "Messages not delivered because their client's queue was full.",
+		}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "footfall_slow_consumer_disconnects_total", Help: "Clients disconnected because they did not keep up.",
+		}),
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "footfall_broadcast_fanout_duration_seconds", Help: "Time to hand one event to every local subscriber of its community.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10),
+		}),
+		busErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "footfall_bus_errors_total", Help: "Bus operations that failed.",
+		}),
+		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "footfall_bus_reconnects_total", Help: "Times the bus re-established its connection and resubscribed.",
+		}),
+	}
+	reg.MustRegister(m.open, m.accepted, m.refused, m.closed, m.duration, m.sent, m.dropped,
+		m.slowConsumers, m.fanout, m.busErrors, m.busReconnects,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "footfall_present_visitors",
+			Help: "Present visitors summed over the communities this node holds (has clients or pollers for).",
+		}, func() float64 { return float64(s.hub.PresentTotal()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func (m *metrics) handler() echo.HandlerFunc {
+	return echo.WrapHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+}
+
+func (m *metrics) refusedWith(transport string, code int) {
+	m.refused.WithLabelValues(transport, strconv.Itoa(code)).Inc()
+}
+
+func (m *metrics) opened(c *client) {
+	m.accepted.WithLabelValues(c.transport, string(c.stream)).Inc()
+	m.open.WithLabelValues(c.transport, string(c.stream)).Inc()
+}
+
+func (m *metrics) ended(c *client, code int, d time.Duration) {
+	m.open.WithLabelValues(c.transport, string(c.stream)).Dec()
+	m.closed.WithLabelValues(c.transport, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(c.transport).Observe(d.Seconds())
+}
+
+// stats is GET /api/v1/communities/{id}/stats (service API): the seed's
+// "active connections per community", kept out of metric labels.
+func (s *Server) stats(c echo.Context) error {
+	community, err := community(c)
+	if err != nil {
+		return err
+	}
+	snap, err := s.bus.Snapshot(c.Request().Context(), community)
+	if err != nil {
+		return err
+	}
+	conns := map[string]map[string]int{
+		"websocket": {string(streams.StreamVisitors): 0, string(streams.StreamDashboard): 0},
+		"sse":       {string(streams.StreamVisitors): 0, string(streams.StreamDashboard): 0},
+	}
+	s.mu.Lock()
+	for cl := range s.clients {
+		if cl.community == community {
+			conns[cl.transport][string(cl.stream)]++
+		}
+	}
+	s.mu.Unlock()
+	return c.JSON(http.StatusOK, map[string]any{
+		"community_id":     community,
+		"node_connections": conns,
+		"present_visitors": snap.Count,
+		"today_visitors": map[string]int{
+			"authenticated_visitors": snap.Today.Authenticated,
+			"anonymous_visitors":     snap.Today.Anonymous,
+			"total_unique_visitors":  snap.Today.Total(),
+		},
+		"timestamp": rfc3339(s.now()),
+	})
+}

@@ -3,9 +3,9 @@ package api_test
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"runtime"
 	"strings"

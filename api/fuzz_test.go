@@ -17,7 +17,7 @@ func FuzzDecodeInbound(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := decodeInbound(data)
+		m, err := decodeInbound(data, DefaultLimits.MaxMessageBytes)
 		if err != nil {
 			switch err.code {
 			case "invalid_json", "invalid_message", "unknown_type", "message_too_large":
@@ -29,7 +29,7 @@ func FuzzDecodeInbound(f *testing.F) {
 			}
 			return
 		}
-		if !json.Valid(data) || len(data) > maxInbound {
+		if !json.Valid(data) || len(data) > DefaultLimits.MaxMessageBytes {
 			t.Fatalf("decodeInbound(%q) = %+v; want an error for invalid or oversized input", data, m)
 		}
 		switch m.Type {

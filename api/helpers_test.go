@@ -48,6 +48,9 @@ func newGateway(t testing.TB, tweak func(*api.Options)) *gateway {
 		Bus: bus, Verifier: v, APIKey: testAPIKey,
 		PresenceTTL: 30 * time.Second, DashboardInterval: time.Hour,
 		Dev: true, DevSecret: []byte(testSecret),
+		// Every test connects from 127.0.0.1: per-IP limits are tested
+		// on their own (TestConnectionLimits).
+		Limits: api.Limits{ConnRatePerIP: 1e6, MaxConnsPerIP: 1e6},
 	}
 	if tweak != nil {
 		tweak(&opts)

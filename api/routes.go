@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,15 +14,13 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 )
 
-// maxBodyBytes caps every request body (CONTRACT section 6: 1 MiB).
-const maxBodyBytes = 1 << 20
-
 // routes lists the node's whole HTTP surface.
 func (s *Server) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
+	e.IPExtractor = s.limits.ipExtractor()
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
 		TargetHeader: echo.HeaderXRequestID,
 	}))
@@ -33,11 +32,11 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/metrics", s.metrics.handler())
 
 	// Streams (CONTRACT section 5). Origins are checked before the upgrade.
-	e.GET("/ws/communities/:id/visitors/", s.serveWS(streams.StreamVisitors), s.checkOrigin)
-	e.GET("/ws/communities/:id/visitor-dashboard/", s.serveWS(streams.StreamDashboard), s.checkOrigin)
+	e.GET("/ws/communities/:id/visitors/", s.serveWS(streams.StreamVisitors), s.checkOrigin, s.limitConnections)
+	e.GET("/ws/communities/:id/visitor-dashboard/", s.serveWS(streams.StreamDashboard), s.checkOrigin, s.limitConnections)
 
-	e.GET("/sse/communities/:id/visitors/", s.serveSSE(streams.StreamVisitors), s.checkOrigin)
-	e.GET("/sse/communities/:id/visitor-dashboard/", s.serveSSE(streams.StreamDashboard), s.checkOrigin)
+	e.GET("/sse/communities/:id/visitors/", s.serveSSE(streams.StreamVisitors), s.checkOrigin, s.limitConnections)
+	e.GET("/sse/communities/:id/visitor-dashboard/", s.serveSSE(streams.StreamDashboard), s.checkOrigin, s.limitConnections)
 
 	// REST snapshots (CONTRACT section 5), with the streams' credentials.
 	e.GET("/api/v1/communities/:id/visitors/count", s.restCount)
@@ -45,7 +44,7 @@ func (s *Server) routes() *echo.Echo {
 
 	// Service API (CONTRACT section 6). Route by route rather than an echo
 	// Group: a group's middleware would answer 401 for unknown paths too.
-	svc := []echo.MiddlewareFunc{s.requireAPIKey, bodyLimit}
+	svc := []echo.MiddlewareFunc{s.requireAPIKey, s.bodyLimit}
 	e.POST("/api/v1/communities/:id/visitor-events", s.visitorEvents, svc...)
 	e.POST("/api/v1/communities/:id/metrics", s.postMetric, svc...)
 	e.POST("/api/v1/communities/:id/conversions", s.conversions, svc...)
@@ -59,7 +58,7 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/asyncapi.yaml", yamlDocument(openapi.AsyncAPI()))
 
 	if s.opts.Dev {
-		e.POST("/dev/token", s.devToken, bodyLimit)
+		e.POST("/dev/token", s.devToken, s.bodyLimit)
 		e.GET("/dev/info", s.devInfo)
 	}
 	if s.opts.Web != nil {
@@ -68,16 +67,20 @@ func (s *Server) routes() *echo.Echo {
 	return e
 }
 
-// bodyLimit refuses bodies over maxBodyBytes with 413.
-func bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {
+// bodyLimit refuses bodies over Limits.MaxBodyBytes with 413.
+func (s *Server) bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		if r.ContentLength > maxBodyBytes {
-			return &httpError{Status: http.StatusRequestEntityTooLarge, Slug: "body_too_large", Message: "request body over 1 MiB"}
+		if r.ContentLength > s.limits.MaxBodyBytes {
+			return errBodyTooLarge(s.limits.MaxBodyBytes)
 		}
-		r.Body = http.MaxBytesReader(c.Response(), r.Body, maxBodyBytes)
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.limits.MaxBodyBytes)
 		return next(c)
 	}
+}
+
+func errBodyTooLarge(max int64) *httpError {
+	return &httpError{Status: http.StatusRequestEntityTooLarge, Slug: "body_too_large", Message: "request body over " + strconv.FormatInt(max, 10) + " bytes"}
 }
 
 func (s *Server) checkOrigin(next echo.HandlerFunc) echo.HandlerFunc {

@@ -38,6 +38,8 @@ type Options struct {
 	DashboardInterval time.Duration
 	// SSEHeartbeat is the period of SSE heartbeat comments (15s).
 	SSEHeartbeat time.Duration
+	// Limits protect the node; zero fields take DefaultLimits.
+	Limits Limits
 
 	// Dev enables POST /dev/token, which mints tokens with DevSecret.
 	Dev       bool
@@ -63,6 +65,8 @@ type Server struct {
 	sse      *sse.Server
 	polls    *pollLeases
 	metrics  *metrics
+	limits   Limits
+	ipLimits *ipLimits
 	nodeID   string
 	now      func() time.Time
 	origins  originPolicy
@@ -111,6 +115,8 @@ func New(opts Options) *Server {
 		clients:  make(map[*client]struct{}),
 		sessions: make(map[string]map[*client]struct{}),
 	}
+	s.limits = opts.Limits.withDefaults()
+	s.ipLimits = newIPLimits(s.limits)
 	s.polls = newPollLeases(s)
 	s.metrics = newMetrics(s)
 	s.hub.ObserveFanout(func(d time.Duration) { s.metrics.fanout.Observe(d.Seconds()) })
@@ -148,6 +154,7 @@ func (s *Server) Run(ctx context.Context) {
 			s.hub.Refresh(rctx)
 			cancel()
 			s.polls.expire(s.now())
+			s.ipLimits.prune(time.Now())
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,8 +19,6 @@ import (
 )
 
 const (
-	// maxBatch bounds one visitor-events batch.
-	maxBatch = 1000
 	// maxIDLen bounds visitor, session and user ids and metric names.
 	maxIDLen = 256
 	// maxSessionTTL bounds a session's lifetime.
@@ -49,7 +48,7 @@ func readBody(c echo.Context) ([]byte, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, &httpError{Status: http.StatusRequestEntityTooLarge, Slug: "body_too_large", Message: "request body over 1 MiB"}
+			return nil, errBodyTooLarge(mbe.Limit)
 		}
 		return nil, errBadRequest("body", "could not read the request body")
 	}
@@ -133,8 +132,8 @@ func (s *Server) visitorEvents(c echo.Context) error {
 		if len(raws) == 0 {
 			return errBadRequest("body", "the batch is empty")
 		}
-		if len(raws) > maxBatch {
-			return errBadRequest("body", "a batch holds at most 1000 events")
+		if len(raws) > s.limits.MaxBatch {
+			return errBadRequest("body", "a batch holds at most "+strconv.Itoa(s.limits.MaxBatch)+" events")
 		}
 		events = make([]visitorEvent, len(raws))
 		for i, raw := range raws {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -19,12 +20,6 @@ import (
 )
 
 const (
-	// maxInbound is the largest client message footfall reads; a larger
-	// one gets a message_too_large error (CONTRACT section 5).
-	maxInbound = 4 << 10
-	// maxFrame is the largest frame accepted at all: beyond it the
-	// connection closes with 1009.
-	maxFrame = 64 << 10
 	// writeWait bounds every write: a client that does not take a frame in
 	// this time is gone.
 	writeWait = 10 * time.Second
@@ -36,10 +31,8 @@ const (
 	// answer before dropping the TCP connection.
 	closeWait = 2 * time.Second
 
-	// Inbound rate limit (CONTRACT section 7): 10 a second, burst 20; a
-	// connection that stays over it for rateLimitClose is closed with 1008.
-	inboundRate    = 10
-	inboundBurst   = 20
+	// rateLimitClose: a connection that stays over its inbound rate limit
+	// (Limits.MessageRate) this long is closed with 1008.
 	rateLimitClose = 10 * time.Second
 )
 
@@ -247,7 +240,7 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 // readLoop reads client messages until the connection ends, and returns
 // the close code the peer sent (or 0).
 func (s *Server) readLoop(conn *websocket.Conn, c *client) int {
-	conn.SetReadLimit(maxFrame)
+	conn.SetReadLimit(int64(s.limits.MaxFrameBytes))
 	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
 	extend := func() {
 		c.mu.Lock()
@@ -258,10 +251,18 @@ func (s *Server) readLoop(conn *websocket.Conn, c *client) int {
 		}
 	}
 	conn.SetPongHandler(func(string) error { extend(); return nil })
-	lim := rate.NewLimiter(inboundRate, inboundBurst)
+	lim := rate.NewLimiter(rate.Limit(s.limits.MessageRate), s.limits.MessageBurst)
 	var limitedSince, lastRefused time.Time
 	for {
 		mt, data, err := conn.ReadMessage()
+		if errors.Is(err, websocket.ErrReadLimit) {
+			// gorilla has sent close 1009. Discard the rest of the frame for
+			// a moment, so that closing does not reset the connection and
+			// lose that close frame before the peer reads it.
+			_ = conn.SetReadDeadline(time.Now().Add(closeWait))
+			_, _ = io.Copy(io.Discard, conn.NetConn())
+			return websocket.CloseMessageTooBig
+		}
 		if err != nil {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
@@ -280,14 +281,14 @@ func (s *Server) readLoop(conn *websocket.Conn, c *client) int {
 				c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded")
 				continue
 			}
-			c.send("error", encodeError("rate_limited", "too many messages: at most 10 a second"))
+			c.send("error", encodeError("rate_limited", "too many messages: slow down"))
 			continue
 		}
 		if mt != websocket.TextMessage {
 			c.send("error", encodeError("invalid_message", "binary frames are not supported; send JSON text"))
 			continue
 		}
-		msg, ierr := decodeInbound(data)
+		msg, ierr := decodeInbound(data, s.limits.MaxMessageBytes)
 		if ierr != nil {
 			c.send("error", encodeError(ierr.code, ierr.message))
 			continue
@@ -306,10 +307,11 @@ type inboundError struct {
 	code, message string
 }
 
-// decodeInbound parses one client message (CONTRACT section 5).
-func decodeInbound(data []byte) (inbound, *inboundError) {
-	if len(data) > maxInbound {
-		return inbound{}, &inboundError{"message_too_large", "messages are limited to 4096 bytes"}
+// decodeInbound parses one client message (CONTRACT section 5) of at most
+// maxBytes.
+func decodeInbound(data []byte, maxBytes int) (inbound, *inboundError) {
+	if len(data) > maxBytes {
+		return inbound{}, &inboundError{"message_too_large", "messages are limited to " + strconv.Itoa(maxBytes) + " bytes"}
 	}
 	if !json.Valid(data) {
 		return inbound{}, &inboundError{"invalid_json", "message is not valid JSON"}

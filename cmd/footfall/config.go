@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -37,6 +39,17 @@ type config struct {
 	LogFormat         string
 	TLSCert, TLSKey   string
 	ShutdownTimeout   time.Duration
+	TrustedProxies    []*net.IPNet
+	ConnRatePerIP     float64
+	MaxConnsPerIP     int
+	MessageRate       float64
+	MessageBurst      int
+	MaxMessageBytes   int
+	MaxFrameBytes     int
+	MaxTokenBytes     int
+	MaxTokenComms     int
+	MaxBodyBytes      int
+	MaxBatch          int
 }
 
 // setting is one configuration item: a flag and its environment variable.
@@ -60,6 +73,17 @@ var settings = []setting{
 	{"tls-cert", "FOOTFALL_TLS_CERT", "", "PEM certificate: serve HTTPS/WSS directly"},
 	{"tls-key", "FOOTFALL_TLS_KEY", "", "PEM private key for --tls-cert"},
 	{"shutdown-timeout", "FOOTFALL_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take"},
+	{"trusted-proxies", "FOOTFALL_TRUSTED_PROXIES", "", "comma list of proxy CIDRs whose X-Forwarded-For is believed; empty = none"},
+	{"conn-rate-per-ip", "FOOTFALL_CONN_RATE_PER_IP", "20", "new stream connections per client IP per second (burst twice that)"},
+	{"max-conns-per-ip", "FOOTFALL_MAX_CONNS_PER_IP", "200", "open stream connections per client IP"},
+	{"message-rate", "FOOTFALL_MESSAGE_RATE", "10", "inbound WebSocket messages per connection per second"},
+	{"message-burst", "FOOTFALL_MESSAGE_BURST", "20", "inbound WebSocket message burst per connection"},
+	{"max-message-bytes", "FOOTFALL_MAX_MESSAGE_BYTES", "4096", "largest client message; larger gets message_too_large"},
+	{"max-frame-bytes", "FOOTFALL_MAX_FRAME_BYTES", "65536", "largest WebSocket frame; larger closes with 1009"},
+	{"max-token-bytes", "FOOTFALL_MAX_TOKEN_BYTES", "8192", "longest accepted JWT"},
+	{"max-token-communities", "FOOTFALL_MAX_TOKEN_COMMUNITIES", "1000", "most entries in a JWT's communities claim"},
+	{"max-body-bytes", "FOOTFALL_MAX_BODY_BYTES", "1048576", "largest service-API request body"},
+	{"max-batch", "FOOTFALL_MAX_BATCH", "1000", "most events in one visitor-events batch"},
 }
 
 // parseConfig reads flags over environment variables over defaults.
@@ -131,6 +155,53 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, configErrorf("FOOTFALL_TLS_CERT and FOOTFALL_TLS_KEY go together: set both or neither")
 	}
+	for _, p := range strings.Split(get("trusted-proxies"), ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if !strings.Contains(p, "/") {
+			if ip := net.ParseIP(p); ip != nil && ip.To4() != nil {
+				p += "/32"
+			} else {
+				p += "/128"
+			}
+		}
+		_, n, err := net.ParseCIDR(p)
+		if err != nil {
+			return c, configErrorf("FOOTFALL_TRUSTED_PROXIES: %q is not an IP or CIDR", p)
+		}
+		c.TrustedProxies = append(c.TrustedProxies, n)
+	}
+	ints := []struct {
+		name string
+		dst  *int
+	}{
+		{"max-conns-per-ip", &c.MaxConnsPerIP}, {"message-burst", &c.MessageBurst},
+		{"max-message-bytes", &c.MaxMessageBytes}, {"max-frame-bytes", &c.MaxFrameBytes},
+		{"max-token-bytes", &c.MaxTokenBytes}, {"max-token-communities", &c.MaxTokenComms},
+		{"max-body-bytes", &c.MaxBodyBytes}, {"max-batch", &c.MaxBatch},
+	}
+	for _, it := range ints {
+		v, err := strconv.Atoi(get(it.name))
+		if err != nil || v <= 0 {
+			return c, configErrorf("%s must be a positive integer, not %q", envName(it.name), get(it.name))
+		}
+		*it.dst = v
+	}
+	floats := []struct {
+		name string
+		dst  *float64
+	}{{"conn-rate-per-ip", &c.ConnRatePerIP}, {"message-rate", &c.MessageRate}}
+	for _, it := range floats {
+		v, err := strconv.ParseFloat(get(it.name), 64)
+		if err != nil || v <= 0 {
+			return c, configErrorf("%s must be a positive number, not %q", envName(it.name), get(it.name))
+		}
+		*it.dst = v
+	}
+	if c.MaxMessageBytes > c.MaxFrameBytes {
+		return c, configErrorf("FOOTFALL_MAX_MESSAGE_BYTES (%d) must not exceed FOOTFALL_MAX_FRAME_BYTES (%d)", c.MaxMessageBytes, c.MaxFrameBytes)
+	}
 	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" {
 		return c, configErrorf("no credentials configured: set FOOTFALL_JWT_SECRET or FOOTFALL_JWT_PUBLIC_KEY (or run with --dev)")
 	}
@@ -140,10 +211,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 func positiveDuration(name, v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return 0, configErrorf("FOOTFALL_%s must be a positive duration such as 30s, not %q",
-			strings.ToUpper(strings.ReplaceAll(name, "-", "_")), v)
+		return 0, configErrorf("%s must be a positive duration such as 30s, not %q", envName(name), v)
 	}
 	return d, nil
+}
+
+// envName is the environment variable of a flag.
+func envName(flag string) string {
+	return "FOOTFALL_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
 func readFile(name, path string) ([]byte, error) {

@@ -75,7 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return configErrorf("FOOTFALL_VALKEY_URL is set, but this build has only the embedded bus; unset it to run a single node")
 	}
 
-	authCfg := auth.Config{Secret: []byte(cfg.JWTSecret), Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer}
+	authCfg := auth.Config{
+		Secret: []byte(cfg.JWTSecret), Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer,
+		MaxTokenBytes: cfg.MaxTokenBytes, MaxCommunities: cfg.MaxTokenComms,
+	}
 	if cfg.JWTPublicKey != "" {
 		if authCfg.PublicKeyPEM, err = readFile("FOOTFALL_JWT_PUBLIC_KEY", cfg.JWTPublicKey); err != nil {
 			return err
@@ -109,6 +112,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		DashboardInterval: cfg.DashboardInterval,
 		Dev:               cfg.Dev,
 		Web:               web.FS(),
+		Limits: api.Limits{
+			ConnRatePerIP: cfg.ConnRatePerIP, MaxConnsPerIP: cfg.MaxConnsPerIP,
+			MessageRate: cfg.MessageRate, MessageBurst: cfg.MessageBurst,
+			MaxMessageBytes: cfg.MaxMessageBytes, MaxFrameBytes: cfg.MaxFrameBytes,
+			MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxBatch: cfg.MaxBatch,
+			TrustedProxies: cfg.TrustedProxies,
+		},
 	}
 	if cfg.Dev {
 		opts.DevSecret, opts.DevAudience, opts.DevIssuer = authCfg.Secret, cfg.JWTAudience, cfg.JWTIssuer

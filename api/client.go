@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -81,6 +82,9 @@ type client struct {
 	closing bool
 	code    int
 	reason  string
+	// handover: the node is stopping; on close, the visitor's source is
+	// kept for the presence TTL instead of ending at once.
+	handover bool
 
 	// Figures as last seen from the hub (seq-ordered).
 	seq    uint64
@@ -290,6 +294,17 @@ func (c *client) requestCount(now time.Time) {
 
 func (c *client) dashboardLocked(now time.Time) []byte {
 	return encodeDashboard(c.community, c.count, c.today, now)
+}
+
+// runWriter runs writeLoop; a panic in it ends only this connection.
+func (c *client) runWriter() {
+	defer func() {
+		if p := recover(); p != nil {
+			c.srv.log.Error("panic in connection writer", "conn", c.id, "community", c.community, "panic", p, "stack", string(debug.Stack()))
+			c.fail()
+		}
+	}()
+	c.writeLoop()
 }
 
 // writeLoop is the client's writer goroutine. It owns the transport's

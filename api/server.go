@@ -170,9 +170,18 @@ func (s *Server) Drain() {
 	}
 	s.mu.Unlock()
 	for _, c := range cs {
-		c.closeWith(1001, "server shutting down")
+		c.mu.Lock()
+		// The visitor's presence outlives the connection by the presence
+		// TTL, so that a client reconnecting to another node causes no
+		// leave/join flicker.
+		c.handover = true
+		c.mu.Unlock()
+		c.closeWith(closeGoingAway, "server shutting down")
 	}
 }
+
+// closeGoingAway is the close code of a node that stops (1001).
+const closeGoingAway = 1001
 
 // Close stops listening for revocations. The caller stops the HTTP server
 // first.

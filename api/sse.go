@@ -44,8 +44,13 @@ import (
 //     client's writer, and every write gets a deadline through a wrapped
 //     ResponseWriter.
 
-// sseRetry is the reconnection delay hinted to EventSource clients.
-const sseRetry = "2000"
+// sseRetry is the reconnection delay hinted to EventSource clients;
+// sseShutdownRetry the one sent when a node stops (reconnect at once,
+// elsewhere).
+const (
+	sseRetry         = "2000"
+	sseShutdownRetry = "250"
+)
 
 func newSSEServer() *sse.Server {
 	srv := sse.New()
@@ -126,7 +131,7 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 			case <-ctx.Done():
 				return
 			}
-			c.writeLoop()
+			c.runWriter()
 		}()
 		log.Info("connection open", "conn", c.id, "sub", ident.Subject, "resumed", resumed)
 		s.sse.ServeHTTP(w, req)
@@ -194,18 +199,28 @@ func (t *sseTransport) keepalive() error {
 }
 
 // end tells an SSE client why its stream ends (an `error` event on expiry
-// or revocation), waits until that is on the wire, and ends ServeHTTP.
+// or revocation, a `shutdown` event with a short retry hint when the node
+// stops), waits until that is on the wire, and ends ServeHTTP.
 func (t *sseTransport) end(code int, reason string) {
-	if code == int(auth.CodeExpired) {
+	var last *sse.Event
+	switch code {
+	case int(auth.CodeExpired):
 		data, _ := json.Marshal(errorMessage{Type: "error", Code: "expired", Message: reason})
-		if t.publish(&sse.Event{Event: []byte("error"), Data: data}) == nil {
-			// One flush for the headers, one per event.
-			deadline := time.Now().Add(closeWait)
-			for t.w.flushes.Load() < t.published+1 && time.Now().Before(deadline) {
-				select {
-				case <-t.w.flushed:
-				case <-time.After(50 * time.Millisecond):
-				}
+		last = &sse.Event{Event: []byte("error"), Data: data}
+	case closeGoingAway:
+		data, _ := json.Marshal(struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		}{"shutdown", "node shutting down; reconnect"})
+		last = &sse.Event{Event: []byte("shutdown"), Data: data, Retry: []byte(sseShutdownRetry)}
+	}
+	if last != nil && t.publish(last) == nil {
+		// One flush for the headers, one per event.
+		deadline := time.Now().Add(closeWait)
+		for t.w.flushes.Load() < t.published+1 && time.Now().Before(deadline) {
+			select {
+			case <-t.w.flushed:
+			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}

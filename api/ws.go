@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -160,7 +161,7 @@ func (s *Server) runWS(ctx context.Context, conn *websocket.Conn, community stri
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c.writeLoop()
+		c.runWriter()
 		// Whatever ended the writer, the reader must not wait for a
 		// silent peer for long.
 		_ = conn.SetReadDeadline(time.Now().Add(closeWait))
@@ -226,7 +227,18 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 		if sourceID != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			res, err := s.bus.Leave(ctx, c.community, c.visitor, sourceID)
+			c.mu.Lock()
+			handover := c.handover
+			c.mu.Unlock()
+			var res streams.PresenceResult
+			var err error
+			if handover {
+				// Keep the source for the TTL: the client is expected back,
+				// maybe on another node.
+				res, err = s.bus.Touch(ctx, streams.Source{Community: c.community, Visitor: c.visitor, ID: sourceID, TTL: s.opts.PresenceTTL})
+			} else {
+				res, err = s.bus.Leave(ctx, c.community, c.visitor, sourceID)
+			}
 			if err != nil {
 				s.log.Warn("presence leave failed", "community", c.community, "err", err)
 				return
@@ -239,7 +251,16 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 
 // readLoop reads client messages until the connection ends, and returns
 // the close code the peer sent (or 0).
-func (s *Server) readLoop(conn *websocket.Conn, c *client) int {
+func (s *Server) readLoop(conn *websocket.Conn, c *client) (code int) {
+	defer func() {
+		// A panic while handling one client's message ends that
+		// connection only.
+		if p := recover(); p != nil {
+			s.log.Error("panic in connection reader", "conn", c.id, "community", c.community, "panic", p, "stack", string(debug.Stack()))
+			c.closeWith(websocket.CloseInternalServerErr, "internal error")
+			code = websocket.CloseInternalServerErr
+		}
+	}()
 	conn.SetReadLimit(int64(s.limits.MaxFrameBytes))
 	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
 	extend := func() {

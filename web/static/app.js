@@ -1,0 +1,461 @@
+// The demo page: one visitors-stream client (the count) and, for moderators
+// and admins, one dashboard-stream client, both footfall-client.js.
+//
+// URL parameters: community, role (dev mode: member | moderator | admin),
+// transport (auto | websocket | sse | polling). In dev mode, ?community=ID&role=R
+// connects at once as a new visitor (a random sub per page load). Test knobs:
+// poll (poll interval, ms), climb (wait before trying a better transport, ms;
+// it doubles once at most).
+import { FootfallClient, tokenExpiry } from './footfall-client.js';
+
+const $ = (id) => /** @type {any} */ (document.getElementById(id));
+const params = new URLSearchParams(location.search);
+const numParam = (name) => {
+  const n = Number(params.get(name));
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+};
+
+const randomId = (n = 8) => {
+  const a = new Uint8Array(n);
+  crypto.getRandomValues(a);
+  return Array.from(a, (b) => 'abcdefghijklmnopqrstuvwxyz0123456789'[b % 36]).join('');
+};
+
+const state = {
+  dev: false,
+  apiKey: '',
+  sub: `dev-${randomId()}`, // this page load's visitor in dev mode
+  community: '',
+  /** @type {FootfallClient | null} */ visitors: null,
+  /** @type {FootfallClient | null} */ dashboard: null,
+  /** @type {string[]} */ sims: [],
+  simSeq: 0,
+  simTimer: 0,
+  /** @type {{t: number, v: number}[]} */ samples: [],
+  /** @type {Map<string, {value: unknown, timestamp?: string}>} */ metrics: new Map(),
+};
+
+// ---------------------------------------------------------------- log
+
+const LOG_MAX = 200;
+function log(tag, text, kind = '') {
+  const li = document.createElement('li');
+  const time = document.createElement('time');
+  time.textContent = new Date().toLocaleTimeString([], { hour12: false });
+  const t = document.createElement('span');
+  t.className = `tag ${kind}`;
+  t.textContent = tag;
+  const code = document.createElement('code');
+  code.textContent = text;
+  li.append(time, t, code);
+  const ol = $('log');
+  ol.prepend(li);
+  while (ol.children.length > LOG_MAX) ol.lastElementChild.remove();
+}
+$('log-clear').addEventListener('click', () => ($('log').textContent = ''));
+
+const short = { websocket: 'ws', sse: 'sse', polling: 'poll' };
+
+// ---------------------------------------------------------------- dev mode
+
+async function loadDevInfo() {
+  try {
+    const r = await fetch('/dev/info', { cache: 'no-store' });
+    if (!r.ok) return;
+    const info = await r.json();
+    state.dev = info.dev === true;
+    state.apiKey = info.api_key || '';
+  } catch {
+    /* not dev mode */
+  }
+}
+
+/** Mints a token for this page's visitor through POST /dev/token. */
+async function mint(community, role) {
+  const r = await fetch('/dev/token', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ community, role, sub: state.sub }),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`dev token: HTTP ${r.status} ${body.message ?? ''}`.trim());
+  return body.token;
+}
+
+/** The service API (dev: the key from /dev/info). */
+async function service(path, body, { keepalive = false } = {}) {
+  const r = await fetch(`/api/v1/communities/${encodeURIComponent(state.community)}${path}`, {
+    method: 'POST',
+    keepalive,
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${state.apiKey}` },
+    body: JSON.stringify(body),
+  });
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${await r.text()}`);
+  return r.status === 202 || r.status === 204 ? null : r.json();
+}
+
+// ---------------------------------------------------------------- rendering
+
+function setConn(detail) {
+  $('conn').dataset.state = detail.status;
+  $('status').textContent = detail.status;
+  let text = '';
+  switch (detail.status) {
+    case 'reconnecting':
+      text = `Reconnecting${detail.retryIn !== undefined ? ` in ${(detail.retryIn / 1000).toFixed(1)} s` : ''}${detail.code ? ` (close ${detail.code}${detail.reason ? `: ${detail.reason}` : ''})` : ''}.`;
+      break;
+    case 'stopped':
+      text = `Stopped: ${detail.code ?? ''} ${detail.reason ?? ''}`.trim() + explain(detail.code);
+      break;
+    case 'paused':
+      text = 'Polling paused while the tab is hidden.';
+      break;
+    case 'connected':
+      text = '';
+      break;
+  }
+  $('status-detail').textContent = text;
+  $('status-detail').classList.toggle('bad', detail.status === 'stopped');
+}
+
+function explain(code) {
+  return (
+    { 4001: ' (no credential)', 4002: ' (bad credential)', 4003: ' (not allowed here)', 4004: ' (expired)' }[code] ?? ''
+  );
+}
+
+const facts = { since: 0, messages: 0, reconnects: 0, prev: '' };
+function renderFacts(transport) {
+  if (transport !== undefined) $('f-transport').textContent = transport ?? '–';
+  $('f-since').textContent = facts.since ? new Date(facts.since).toLocaleTimeString([], { hour12: false }) : '–';
+  $('f-messages').textContent = String(facts.messages);
+  $('f-reconnects').textContent = String(facts.reconnects);
+}
+
+function setCount(n) {
+  $('count').textContent = n === null || n === undefined ? '–' : String(n);
+  sample(n);
+}
+
+function sample(v) {
+  if (typeof v !== 'number') return;
+  const now = Date.now();
+  const last = state.samples[state.samples.length - 1];
+  if (last && last.v === v) return;
+  state.samples.push({ t: now, v });
+  const keep = now - 5 * 60 * 1000;
+  while (state.samples.length > 2 && state.samples[1].t < keep) state.samples.shift();
+  drawChart();
+}
+
+/** A step chart of the realtime count, window from 20 s up to 5 min. */
+function drawChart() {
+  const svg = $('chart');
+  // Drawn at the chart's own pixel width, so that its text keeps its size.
+  const W = Math.max(240, Math.round(svg.getBoundingClientRect().width) || 600);
+  const H = 160;
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  const padL = 28;
+  const padR = 8;
+  const padT = 10;
+  const padB = 22;
+  const s = state.samples;
+  const now = Date.now();
+  if (s.length === 0) {
+    svg.innerHTML = `<line class="grid-line" x1="${padL}" x2="${W - padR}" y1="${H - padB}" y2="${H - padB}"/>` +
+      `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no data yet</text>`;
+    return;
+  }
+  const span = Math.min(5 * 60 * 1000, Math.max(20 * 1000, now - s[0].t));
+  const t0 = now - span;
+  const max = Math.max(1, ...s.map((p) => p.v));
+  const step = max <= 5 ? 1 : max <= 20 ? 5 : 10 ** Math.floor(Math.log10(max));
+  const top = Math.ceil(max / step) * step;
+  const x = (t) => padL + ((Math.max(t, t0) - t0) / span) * (W - padL - padR);
+  const y = (v) => padT + (1 - v / top) * (H - padT - padB);
+  let d = '';
+  let prev = null;
+  for (const p of s) {
+    if (prev === null) d += `M${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`;
+    else d += `H${x(p.t).toFixed(1)}V${y(p.v).toFixed(1)}`;
+    prev = p;
+  }
+  d += `H${x(now).toFixed(1)}`;
+  const area = `${d}V${y(0)}H${x(s[0].t).toFixed(1)}Z`;
+  const grid = [0, top / 2, top]
+    .filter((v, i, a) => a.indexOf(v) === i && Number.isInteger(v))
+    .map((v) => `<line class="grid-line" x1="${padL}" x2="${W - padR}" y1="${y(v)}" y2="${y(v)}"/><text x="${padL - 6}" y="${y(v) + 4}" text-anchor="end">${v}</text>`)
+    .join('');
+  const label = span >= 60000 ? `${Math.round(span / 60000)} min ago` : `${Math.round(span / 1000)} s ago`;
+  svg.innerHTML = `${grid}<path class="area" d="${area}"/><path class="line" d="${d}"/>` +
+    `<text x="${padL}" y="${H - 4}">${label}</text><text x="${W - padR}" y="${H - 4}" text-anchor="end">now</text>`;
+  $('chart-caption').textContent = `Realtime count, last ${label.replace(' ago', '')}`;
+}
+setInterval(drawChart, 1000);
+addEventListener('resize', drawChart);
+
+function setDashboard(d) {
+  const today = d.today_visitors ?? {};
+  $('d-realtime').textContent = d.realtime_count ?? '–';
+  $('d-auth').textContent = today.authenticated_visitors ?? '–';
+  $('d-anon').textContent = today.anonymous_visitors ?? '–';
+  $('d-total').textContent = today.total_unique_visitors ?? '–';
+  sample(d.realtime_count);
+}
+
+function resetDashboard(locked) {
+  for (const id of ['d-realtime', 'd-auth', 'd-anon', 'd-total']) $(id).textContent = '–';
+  $('dash-note').hidden = !locked;
+  $('dashboard-card').classList.toggle('locked', locked);
+}
+
+function renderMetrics() {
+  const ul = $('metrics');
+  ul.textContent = '';
+  if (state.metrics.size === 0) {
+    ul.innerHTML = '<li class="empty muted">No metric yet.</li>';
+    return;
+  }
+  const rows = [...state.metrics].sort((a, b) => String(b[1].timestamp).localeCompare(String(a[1].timestamp)));
+  for (const [name, m] of rows) {
+    const li = document.createElement('li');
+    li.dataset.metric = name;
+    const n = document.createElement('span');
+    n.className = 'name';
+    n.textContent = name;
+    const v = document.createElement('span');
+    v.className = 'value';
+    const obj = m.value !== null && typeof m.value === 'object';
+    v.className = obj ? 'value obj' : 'value';
+    v.textContent = obj ? JSON.stringify(m.value) : String(m.value);
+    const t = document.createElement('time');
+    t.textContent = m.timestamp ? new Date(m.timestamp).toLocaleTimeString([], { hour12: false }) : '';
+    li.append(n, v, t);
+    ul.append(li);
+  }
+}
+
+// ---------------------------------------------------------------- connect
+
+/** Whether a token lets its holder open the dashboard of community. */
+function dashboardAllowed(token, community, role) {
+  if (state.dev && !$('token').value.trim()) return role === 'moderator' || role === 'admin';
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+    if (claims.role === 'admin') return true;
+    const roles = claims.communities ?? {};
+    const r = roles[community] ?? roles[community.toLowerCase()];
+    return r === 'moderator' || r === 'admin';
+  } catch {
+    return false;
+  }
+}
+
+function disconnect() {
+  state.visitors?.close();
+  state.dashboard?.close();
+  state.visitors = state.dashboard = null;
+  $('connect').disabled = false;
+  $('disconnect').disabled = true;
+  $('request-count').disabled = true;
+}
+
+async function connect() {
+  disconnect();
+  const community = $('community').value.trim().toLowerCase();
+  const role = $('role').value;
+  const transport = $('transport-choice').value;
+  const pasted = $('token').value.trim();
+  if (!/^[0-9a-f-]+$/.test(community)) {
+    $('status-detail').textContent = 'A community id is made of hex digits and dashes.';
+    return;
+  }
+  state.community = community;
+  $('connect').disabled = true;
+  $('community-label').textContent = `community ${community}`;
+  history.replaceState(null, '', `?${new URLSearchParams({ community, ...(state.dev && !pasted ? { role } : {}), transport })}`);
+
+  let token = pasted;
+  /** @type {() => Promise<string>} */
+  let getToken;
+  if (state.dev && !pasted) {
+    getToken = () => mint(community, role);
+    try {
+      token = await getToken();
+    } catch (err) {
+      $('status-detail').textContent = String(err.message ?? err);
+      $('connect').disabled = false;
+      return;
+    }
+    const exp = tokenExpiry(token);
+    $('identity').textContent = `You are ${state.sub} (${role}), a dev token minted by /dev/token${exp ? `, valid until ${new Date(exp).toLocaleTimeString([], { hour12: false })}` : ''}.`;
+  } else {
+    if (!token) {
+      $('status-detail').textContent = 'Paste a token (JWT) first.';
+      $('connect').disabled = false;
+      return;
+    }
+    // On 4004, take the token field again if it was changed.
+    let used = token;
+    getToken = async () => {
+      const v = $('token').value.trim();
+      if (!v || v === used) throw new Error('the token expired: paste a fresh one and connect again');
+      used = v;
+      return v;
+    };
+    $('identity').textContent = 'Using the pasted token.';
+  }
+
+  const common = {
+    community,
+    token,
+    getToken,
+    transport,
+    pollInterval: numParam('poll'),
+    climbAfter: numParam('climb'),
+    maxClimbAfter: numParam('climb') && numParam('climb') * 2,
+  };
+  for (const k of Object.keys(common)) if (common[k] === undefined) delete common[k];
+
+  state.samples = [];
+  state.metrics.clear();
+  renderMetrics();
+  setCount(null);
+  drawChart();
+
+  const v = new FootfallClient({ ...common, stream: 'visitors' });
+  state.visitors = v;
+  facts.since = facts.messages = facts.reconnects = 0;
+  facts.prev = '';
+  renderFacts(null);
+  v.on('count', (n) => setCount(n));
+  v.on('status', (d) => {
+    setConn(d);
+    if (d.status === 'connected' && !facts.since) facts.since = Date.now();
+    if (d.status === 'reconnecting' && facts.prev === 'connected') facts.reconnects++;
+    facts.prev = d.status;
+    if (d.status === 'stopped' || d.status === 'closed') facts.since = 0;
+    renderFacts();
+    if (d.status !== 'connected') log('status', `visitors: ${d.status}${d.code ? ` ${d.code}` : ''}${d.reason ? ` ${d.reason}` : ''}`, 'status');
+    if (d.status === 'stopped' || d.status === 'closed') {
+      $('connect').disabled = false;
+    }
+  });
+  v.on('transport', (t) => {
+    $('transport').textContent = t ?? 'none';
+    renderFacts(t);
+    if (t) log('status', `visitors: transport ${t}`, 'status');
+  });
+  v.on('message', (m, info) => {
+    facts.messages++;
+    renderFacts();
+    log(`visitors·${short[info.transport]}`, info.raw);
+  });
+  $('disconnect').disabled = false;
+  $('request-count').disabled = false;
+  v.connect();
+
+  const allowed = dashboardAllowed(token, community, role);
+  resetDashboard(!allowed);
+  if (allowed) {
+    const d = new FootfallClient({ ...common, stream: 'dashboard' });
+    state.dashboard = d;
+    d.on('dashboard', setDashboard);
+    d.on('analytics', (a) => {
+      state.metrics.set(a.metric, { value: a.value, timestamp: a.timestamp });
+      renderMetrics();
+    });
+    d.on('status', (s) => {
+      if (s.status !== 'connected') log('status', `dashboard: ${s.status}${s.code ? ` ${s.code}` : ''}${s.reason ? ` ${s.reason}` : ''}`, 'status');
+    });
+    d.on('message', (m, info) => log(`dashboard·${short[info.transport]}`, info.raw));
+    d.connect();
+  }
+  setDevButtons();
+}
+
+$('connect-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  connect();
+});
+$('disconnect').addEventListener('click', () => disconnect());
+$('request-count').addEventListener('click', () => state.visitors?.requestCount());
+
+// ---------------------------------------------------------------- simulation
+
+function setDevButtons() {
+  const on = state.dev && !!state.apiKey && !!state.community;
+  $('anon-join').disabled = !on;
+  $('anon-leave').disabled = !on || state.sims.length === 0;
+  $('metric-post').disabled = !on;
+  $('anon-status').textContent = state.sims.length === 0
+    ? 'No simulated visitor.'
+    : `${state.sims.length} simulated anonymous visitor${state.sims.length > 1 ? 's' : ''} (kept present by heartbeats).`;
+}
+
+async function simulate(action) {
+  try {
+    if (action === 'join') {
+      const id = `anon-${state.sub.slice(4)}-${++state.simSeq}`;
+      state.sims.push(id);
+      setDevButtons();
+      await service('/visitor-events', { visitor_id: id, authenticated: false, action: 'join' });
+    } else {
+      const id = state.sims.pop();
+      setDevButtons();
+      if (id) await service('/visitor-events', { visitor_id: id, authenticated: false, action: 'leave' });
+    }
+  } catch (err) {
+    log('error', String(err.message ?? err), 'status');
+  }
+  // Service-API visitors stay present for the presence TTL after their last
+  // sign of life: keep them alive while this page is open.
+  clearInterval(state.simTimer);
+  if (state.sims.length > 0) {
+    state.simTimer = setInterval(() => {
+      const beats = state.sims.map((id) => ({ visitor_id: id, authenticated: false, action: 'heartbeat' }));
+      if (beats.length) service('/visitor-events', beats).catch((err) => log('error', String(err.message ?? err), 'status'));
+    }, 2000);
+  }
+}
+$('anon-join').addEventListener('click', () => simulate('join'));
+$('anon-leave').addEventListener('click', () => simulate('leave'));
+$('metric-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const metric = $('metric-name').value.trim();
+  const raw = $('metric-value').value.trim();
+  const value = raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  try {
+    await service('/metrics', { metric, value });
+  } catch (err) {
+    log('error', String(err.message ?? err), 'status');
+  }
+});
+addEventListener('pagehide', () => {
+  if (state.sims.length && state.apiKey) {
+    const leaves = state.sims.map((id) => ({ visitor_id: id, authenticated: false, action: 'leave' }));
+    service('/visitor-events', leaves, { keepalive: true }).catch(() => {});
+  }
+  disconnect();
+});
+
+// ---------------------------------------------------------------- start
+
+async function start() {
+  if (params.get('community')) $('community').value = params.get('community');
+  const t = params.get('transport');
+  if (t && [...$('transport-choice').options].some((o) => o.value === t)) $('transport-choice').value = t;
+  const role = params.get('role');
+  if (role && [...$('role').options].some((o) => o.value === role)) $('role').value = role;
+
+  await loadDevInfo();
+  for (const el of document.querySelectorAll('.dev-only')) el.hidden = !state.dev;
+  $('dev-badge').hidden = !state.dev;
+  $('token-hint').textContent = state.dev ? '(optional: empty mints a dev token for the role)' : '(JWT, required)';
+  $('token').required = !state.dev;
+  setDevButtons();
+  drawChart();
+  if (state.dev && params.get('community') && role) connect();
+}
+start();

@@ -95,6 +95,7 @@ type client struct {
 
 	// Visitors stream: the count last sent and the changes pending since.
 	sentCount      int
+	countStale     bool // the count changed without an event (refresh)
 	pendingChanges int
 	pendingType    string
 	lastCountSend  time.Time
@@ -196,6 +197,9 @@ func (c *client) deliverLocked(e *streams.Event) {
 		}
 		if c.stream == streams.StreamDashboard {
 			c.dashPending = true
+		} else if c.count != c.sentCount {
+			// The node re-read the truth (a bus reconnect): converge.
+			c.countStale = true
 		}
 		return
 	}
@@ -286,7 +290,7 @@ func (c *client) requestCount(now time.Time) {
 			Change: intPtr(c.count - c.sentCount), Timestamp: rfc3339(now),
 		})})
 		c.sentCount = c.count
-		c.pendingChanges, c.pendingType = 0, ""
+		c.pendingChanges, c.pendingType, c.countStale = 0, "", false
 		c.lastCountSend = now
 	}
 	c.signal()
@@ -380,19 +384,19 @@ func (c *client) collect(now time.Time) (msgs []outMsg, next time.Duration, clos
 	defer c.mu.Unlock()
 	msgs = c.queue
 	c.queue = nil
-	if c.pendingChanges > 0 {
+	if c.pendingChanges > 0 || c.countStale {
 		if due := c.lastCountSend.Add(countWindow); now.Before(due) {
 			next = due.Sub(now)
 		} else {
 			m := visitorCount{Type: c.pendingType, CommunityID: c.community, Count: c.count, Timestamp: rfc3339(c.at)}
-			if c.pendingChanges > 1 {
+			if c.pendingChanges != 1 || c.countStale {
 				m.Type = "visitor_count"
 				m.Change = intPtr(c.count - c.sentCount)
 				m.Timestamp = rfc3339(now)
 			}
 			msgs = append(msgs, outMsg{typ: m.Type, id: c.lastID, data: encodeCount(m)})
 			c.sentCount = c.count
-			c.pendingChanges, c.pendingType = 0, ""
+			c.pendingChanges, c.pendingType, c.countStale = 0, "", false
 			c.lastCountSend = now
 		}
 	}

@@ -226,7 +226,11 @@ func (c *client) deliverLocked(e *streams.Event) {
 		}
 	case e.Type == streams.TypeBroadcast:
 		if e.Stream == c.stream {
-			c.enqueueLocked(outMsg{typ: broadcastType(e.Message), id: e.ID, data: e.Message, shared: e.Frames})
+			typ := e.MessageType
+			if typ == "" { // published without it
+				typ = broadcastType(e.Message)
+			}
+			c.enqueueLocked(outMsg{typ: typ, id: e.ID, data: e.Message, shared: e.Frames})
 		}
 	}
 }

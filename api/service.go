@@ -310,6 +310,7 @@ func (s *Server) broadcast(c echo.Context) error {
 	}
 	ev, err := s.bus.Publish(c.Request().Context(), streams.Event{
 		Community: community, Type: streams.TypeBroadcast, Stream: stream, Message: compactJSON(*m.Message),
+		MessageType: broadcastType(*m.Message),
 	})
 	if err != nil {
 		return err

@@ -71,6 +71,9 @@ type Event struct {
 	// events carry their client message here too, encoded once at publish.
 	Stream  Stream          `json:"stream,omitempty"`
 	Message json.RawMessage `json:"message,omitempty"`
+	// MessageType is Message's "type", read once when the message was
+	// accepted, so that fanout never parses it per client.
+	MessageType string `json:"message_type,omitempty"`
 
 	// Frames lets the transports of one node share an encoding of this
 	// event across all its clients (a WebSocket PreparedMessage). The Hub

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -80,6 +81,7 @@ type Server struct {
 
 	stopRevoke    func()
 	stopReconnect func()
+	reconnected   chan struct{} // capacity 1: "the bus is back", for Run
 }
 
 // New returns a Server. Call Run to start its background work and Close
@@ -123,16 +125,17 @@ func New(opts Options) *Server {
 	s.echo = s.routes()
 	s.stopRevoke = s.bus.OnRevoke(s.revoked)
 	s.stopReconnect = func() {}
-	// A bus that can lose its server (Valkey) says when it is back: every
-	// open stream then gets a fresh snapshot, so clients converge.
-	if r, ok := s.bus.(interface{ OnReconnect(func()) func() }); ok {
+	s.reconnected = make(chan struct{}, 1)
+	// A bus that can lose its server (Valkey) says when it is back; Run
+	// then sends every open stream a fresh snapshot, so clients converge,
+	// and re-checks the sessions of open streams.
+	if r, ok := s.bus.(streams.Reconnector); ok {
 		s.stopReconnect = r.OnReconnect(func() {
 			s.metrics.busReconnects.Inc()
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				s.hub.Refresh(ctx)
-			}()
+			select {
+			case s.reconnected <- struct{}{}:
+			default: // one already pending covers this one too
+			}
 		})
 	}
 	return s
@@ -141,7 +144,8 @@ func New(opts Options) *Server {
 // Handler is the node's whole HTTP surface.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// Run does the server's periodic work (the dashboard push) until ctx ends.
+// Run does the server's periodic work (the dashboard push) and its work
+// after a bus outage until ctx ends.
 func (s *Server) Run(ctx context.Context) {
 	t := time.NewTicker(s.opts.DashboardInterval)
 	defer t.Stop()
@@ -149,6 +153,8 @@ func (s *Server) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.reconnected:
+			s.afterReconnect(ctx)
 		case <-t.C:
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			s.hub.Refresh(rctx)
@@ -229,7 +235,10 @@ func (s *Server) unregister(c *client) {
 
 // revoked closes every local connection of a revoked session. The bus calls
 // it for revocations made on any node.
-func (s *Server) revoked(sessionID string) {
+func (s *Server) revoked(sessionID string) { s.closeSession(sessionID, "session revoked") }
+
+// closeSession closes every local connection of a session with 4004.
+func (s *Server) closeSession(sessionID, reason string) {
 	s.mu.Lock()
 	var cs []*client
 	for c := range s.sessions[sessionID] {
@@ -237,7 +246,41 @@ func (s *Server) revoked(sessionID string) {
 	}
 	s.mu.Unlock()
 	for _, c := range cs {
-		c.closeWith(int(auth.CodeExpired), "session revoked")
+		c.closeWith(int(auth.CodeExpired), reason)
+	}
+}
+
+// afterReconnect runs once the bus is back from an outage: every open
+// stream gets a fresh snapshot (visitors may have come and gone meanwhile),
+// and the sessions of open streams are re-checked, because revocations
+// published while this node was cut off never reached it.
+func (s *Server) afterReconnect(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s.hub.Refresh(rctx)
+
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.sessions))
+	for id := range s.sessions {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		_, err := s.bus.Session(rctx, id)
+		switch {
+		case errors.Is(err, streams.ErrSessionRevoked):
+			s.closeSession(id, "session revoked")
+		case errors.Is(err, streams.ErrSessionExpired):
+			s.closeSession(id, "session expired")
+		case err != nil && !errors.Is(err, streams.ErrSessionNotFound):
+			// Still unreachable: the next reconnect checks again.
+			s.log.Warn("re-checking sessions after a bus outage", "err", err)
+			return
+		}
+		// ErrSessionNotFound: a Valkey that restarted empty lost its
+		// sessions. The stream was authorized when it opened and still
+		// ends at the session's expiry; closing every session-backed
+		// stream of the site for a data loss would be worse.
 	}
 }
 

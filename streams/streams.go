@@ -237,6 +237,16 @@ type Bus interface {
 	Close() error
 }
 
+// Reconnector is a Bus that can lose its backing store (Valkey) and says
+// when it is back. After an outage the caller should re-read the state it
+// shows (fresh snapshots for open streams) and re-check what it may have
+// missed (revocations published meanwhile are lost).
+type Reconnector interface {
+	// OnReconnect calls h each time the bus is connected again and has
+	// re-registered its state, until cancel is called. h must not block.
+	OnReconnect(h func()) (cancel func())
+}
+
 // Clock tells the time; tests inject a fake one.
 type Clock interface {
 	Now() time.Time

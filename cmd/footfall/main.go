@@ -29,6 +29,7 @@ import (
 	"github.com/footfall/footfall/api/auth"
 	"github.com/footfall/footfall/streams"
 	"github.com/footfall/footfall/streams/memory"
+	"github.com/footfall/footfall/streams/valkey"
 	"github.com/footfall/footfall/web"
 )
 
@@ -69,12 +70,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(handler)
 
-	if cfg.ValkeyURL != "" {
-		// The Valkey bus is issue 3; refusing is better than silently
-		// running a single node that the operator believes is shared.
-		return configErrorf("FOOTFALL_VALKEY_URL is set, but this build has only the embedded bus; unset it to run a single node")
-	}
-
 	authCfg := auth.Config{
 		Secret: []byte(cfg.JWTSecret), Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer,
 		MaxTokenBytes: cfg.MaxTokenBytes, MaxCommunities: cfg.MaxTokenComms,
@@ -99,7 +94,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return configErrorf("JWT configuration: %v", err)
 	}
 
-	bus := memory.New(memory.Options{Location: cfg.Timezone})
+	bus, busName, err := openBus(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	defer bus.Close()
 
 	opts := api.Options{
@@ -135,7 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		scheme = "https"
 	}
 	fmt.Fprintf(stdout, "footfall listening on %s://%s\n", scheme, ln.Addr())
-	log.Info("listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "bus", "memory")
+	log.Info("listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "bus", busName)
 
 	hs := &http.Server{
 		Handler:           srv.Handler(),
@@ -182,6 +180,56 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	<-serveErr
 	log.Info("stopped")
 	return nil
+}
+
+// valkeyStartTimeout bounds the wait for Valkey at start: an unreachable
+// server is a configuration error reported within it (CONTRACT section 1).
+const valkeyStartTimeout = 8 * time.Second
+
+// openBus returns the embedded bus, or the Valkey bus when
+// FOOTFALL_VALKEY_URL is set. An unreachable Valkey is a configuration
+// error (exit 2, one line), reported within valkeyStartTimeout.
+func openBus(ctx context.Context, cfg config, log *slog.Logger) (streams.Bus, string, error) {
+	if cfg.ValkeyURL == "" {
+		return memory.New(memory.Options{Location: cfg.Timezone}), "memory", nil
+	}
+	vctx, cancel := context.WithTimeout(ctx, valkeyStartTimeout)
+	defer cancel()
+	bus, err := valkey.New(vctx, valkey.Options{
+		URL:         cfg.ValkeyURL,
+		NodeID:      nodeID(),
+		PresenceTTL: cfg.PresenceTTL,
+		Location:    cfg.Timezone,
+		Log:         log.With("component", "valkey"),
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		return nil, "", configErrorf("FOOTFALL_VALKEY_URL: cannot use Valkey: %v", err)
+	}
+	return bus, "valkey", nil
+}
+
+// nodeID names this node in Valkey (CLIENT LIST, lease keys): the host
+// name, for the operator, and a random part, so that two processes on one
+// host never share an id.
+func nodeID() string {
+	host, _ := os.Hostname()
+	clean := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '.':
+			return r
+		}
+		return -1
+	}, host)
+	if len(clean) > 40 {
+		clean = clean[:40]
+	}
+	if clean == "" {
+		clean = "node"
+	}
+	return clean + "-" + randomHex(4)
 }
 
 // runToken is `footfall token`: mint a token with the configured secret.

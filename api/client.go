@@ -143,17 +143,19 @@ func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
 	c.count, c.today, c.at = snap.Count, snap.Today, snap.Changed
 	for i := range missed {
 		e := &missed[i]
+		if !e.IsPresence() {
+			c.deliverLocked(e) // moves seq and lastID on itself
+			continue
+		}
 		c.seq, c.lastID = e.Seq, e.ID
-		if e.IsPresence() {
+		{
 			c.count, c.today, c.at = e.Count, e.Today, e.Time
 			if c.stream == streams.StreamDashboard {
 				c.enqueueLocked(outMsg{typ: "dashboard_update", id: e.ID, data: c.dashboardLocked(e.Time)})
 			} else {
 				c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: encodeCount(visitorCount{Type: e.Type, CommunityID: c.community, Count: e.Count, Timestamp: rfc3339(e.Time)})})
 			}
-			continue
 		}
-		c.deliverLocked(e)
 	}
 	now := c.srv.now()
 	c.sentCount = c.count

@@ -14,6 +14,7 @@ import (
 	"github.com/footfall/footfall/api"
 	"github.com/footfall/footfall/api/auth"
 	"github.com/footfall/footfall/openapi/openapitest"
+	"github.com/footfall/footfall/streams"
 	"github.com/footfall/footfall/streams/memory"
 	"github.com/gorilla/websocket"
 )
@@ -30,7 +31,7 @@ type gateway struct {
 	t   testing.TB
 	srv *api.Server
 	ts  *httptest.Server
-	bus *memory.Bus
+	bus streams.Bus // the node's bus (a memory bus unless tweak set another)
 	// spec holds every response and message the tests see to the OpenAPI
 	// document.
 	spec *openapitest.Validator
@@ -72,7 +73,7 @@ func newGateway(t testing.TB, tweak func(*api.Options)) *gateway {
 		srv.Close()
 		bus.Close()
 	})
-	return &gateway{t: t, srv: srv, ts: ts, bus: bus, spec: openapitest.New(t)}
+	return &gateway{t: t, srv: srv, ts: ts, bus: opts.Bus, spec: openapitest.New(t)}
 }
 
 func (g *gateway) wsURL(path string) string {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -360,5 +361,40 @@ func TestSSECleanup(t *testing.T) {
 	}
 	if n := g.srv.OpenClients(); n != 0 {
 		t.Fatalf("OpenClients = %d; want 0", n)
+	}
+}
+
+// TestSSEResumeBroadcasts: a dashboard resuming with Last-Event-ID gets the
+// missed metrics and presence changes, in order (broadcast events used to
+// be dropped on replay).
+func TestSSEResumeBroadcasts(t *testing.T) {
+	g := newGateway(t, nil)
+	tok := moderator(t, "mod")
+	d := g.openSSE(sseDashboardPath(community1)+"?token="+tok, nil, 200)
+	d.nextType("dashboard_update")
+	g.service("POST", "/api/v1/communities/"+community1+"/metrics", map[string]any{"metric": "m1", "value": 1})
+	seen, _ := d.nextType("analytics_update")
+	d.close()
+
+	g.service("POST", "/api/v1/communities/"+community1+"/metrics", map[string]any{"metric": "m2", "value": 2})
+	g.dial(visitorsPath(community1), member(t, "alice")).readType("visitor_count")
+	g.service("POST", "/api/v1/communities/"+community1+"/metrics", map[string]any{"metric": "m3", "value": 3})
+
+	r := g.openSSE(sseDashboardPath(community1)+"?token="+tok, http.Header{"Last-Event-ID": {seen.ID}}, 200)
+	var got []string
+	for range 3 {
+		ev := r.next()
+		m := ev.msg(t)
+		switch m.str("type") {
+		case "analytics_update":
+			got = append(got, m.str("metric"))
+		case "dashboard_update":
+			got = append(got, "realtime:"+strconv.Itoa(m.data().num("realtime_count")))
+		default:
+			got = append(got, m.str("type"))
+		}
+	}
+	if want := "m2 realtime:1 m3"; strings.Join(got, " ") != want {
+		t.Fatalf("resumed dashboard = %v; want %s", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package valkey
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -83,6 +84,32 @@ func TestCosts(t *testing.T) {
 		{"poll, first (TTL source, join)", nil, func(b *Bus, c string) { each(b, c, touch(poll)) }, n},
 		{"poll, renewal (TTL source)", func(b *Bus, c string) { each(b, c, touch(poll)) },
 			func(b *Bus, c string) { each(b, c, touch(poll)) }, n},
+		{"publish (analytics_update, 107-byte message)", nil, func(b *Bus, c string) {
+			each(b, c, func(b *Bus, c string, i int) {
+				e := streams.Event{Type: streams.TypeAnalyticsUpdate, Community: c, Metric: "conversion_rate", Value: json.RawMessage(`{"rate":14.5000}`),
+					Message: json.RawMessage(`{"type":"analytics_update","metric":"conversion_rate","value":{"rate":14.5000},"timestamp":"2026-11-26T01:02:03Z"}`)}
+				if _, err := b.Publish(context.Background(), e); err != nil {
+					t.Errorf("Publish error = %v", err)
+				}
+			})
+		}, n},
+		{"history read (SSE resume, 10 events missed)", func(b *Bus, c string) {
+			for range 20 {
+				_, _ = b.Publish(context.Background(), streams.Event{Type: streams.TypeAnalyticsUpdate, Community: c, Metric: "m", Value: json.RawMessage(`1`)})
+			}
+		}, func(b *Bus, c string) {
+			snap, err := b.Snapshot(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			epoch, _, _ := strings.Cut(snap.LastID, "-")
+			after := fmt.Sprintf("%s-%d", epoch, snap.Seq-10)
+			each(b, c, func(b *Bus, c string, i int) {
+				if evs, ok, err := b.History(context.Background(), c, after); err != nil || !ok || len(evs) != 10 {
+					t.Errorf("History = %d events, %v, %v; want 10", len(evs), ok, err)
+				}
+			})
+		}, n},
 		{"snapshot", func(b *Bus, c string) { each(b, c, touch(held)) },
 			func(b *Bus, c string) {
 				each(b, c, func(b *Bus, c string, i int) { _, _ = b.Snapshot(context.Background(), c) })
@@ -270,4 +297,96 @@ func (m *monitor) stop(t testing.TB) (client, lua map[string]int) {
 	m.conn.Close()
 	<-m.done
 	return m.client, m.lua
+}
+
+// TestMemoryCosts measures what Valkey holds per present visitor, per
+// history event and per visitor of today (used_memory deltas), for the
+// capacity model in the README:
+//
+//	FOOTFALL_VALKEY_MEASURE=1 go test -run TestMemoryCosts -v ./streams/valkey/
+func TestMemoryCosts(t *testing.T) {
+	if os.Getenv("FOOTFALL_VALKEY_MEASURE") != "1" {
+		t.Skip("set FOOTFALL_VALKEY_MEASURE=1 to measure")
+	}
+	used := func(srv *valkeytest.Server) int64 {
+		t.Helper()
+		info, err := srv.Do("INFO", "memory")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		t.Fatal("no used_memory in INFO memory")
+		return 0
+	}
+	const communities, perCommunity = 100, 100
+	ctx := context.Background()
+	srv := valkeytest.Start(t)
+	b := newBus(t, Options{URL: srv.URL(), ReapInterval: time.Hour})
+	// Present visitors (a held source each) also enter today's visitors:
+	// measure today alone first, with TTL sources that left again.
+	base := used(srv)
+	for c := range communities {
+		for i := range perCommunity {
+			v := streams.Visitor{ID: fmt.Sprintf("user-%06d", c*perCommunity+i), Authenticated: true}
+			cid := fmt.Sprintf("mem-%03d", c)
+			if _, err := b.Touch(ctx, streams.Source{Community: cid, Visitor: v, ID: "s1", TTL: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Leave(ctx, cid, v, "s1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Each join and leave also wrote a history event: their memory is
+	// measured per key and taken off, leaving the day sets.
+	afterToday := used(srv)
+	hist := int64(0)
+	for c := range communities {
+		n, err := srv.Do("MEMORY", "USAGE", fmt.Sprintf("ff:{mem-%03d}:l", c), "SAMPLES", "0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := strconv.ParseInt(strings.TrimPrefix(n, ":"), 10, 64)
+		hist += v
+	}
+	histLen, _ := srv.Do("XLEN", "ff:{mem-000}:l")
+	total := int64(communities * perCommunity)
+	t.Logf("today's visitors: %d distinct over %d communities: %.0f B each (history of %s events per community excluded: %.0f B per event)",
+		total, communities, float64(afterToday-base-hist)/float64(total), strings.TrimPrefix(histLen, ":"),
+		float64(hist)/float64(communities)/mustInt(t, strings.TrimPrefix(histLen, ":")))
+
+	// Present visitors: held sources of new visitors in other communities.
+	srv2 := valkeytest.Start(t)
+	b2 := newBus(t, Options{URL: srv2.URL(), ReapInterval: time.Hour})
+	base = used(srv2)
+	hist = 0
+	for c := range communities {
+		cid := fmt.Sprintf("live-%03d", c)
+		for i := range perCommunity {
+			v := streams.Visitor{ID: fmt.Sprintf("user-%06d", c*perCommunity+i), Authenticated: true}
+			if _, err := b2.Touch(ctx, streams.Source{Community: cid, Visitor: v, ID: fmt.Sprintf("conn-%d", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, _ := srv2.Do("MEMORY", "USAGE", "ff:{"+cid+"}:l", "SAMPLES", "0")
+		v, _ := strconv.ParseInt(strings.TrimPrefix(n, ":"), 10, 64)
+		hist += v
+	}
+	after := used(srv2)
+	t.Logf("present visitors (a held connection each, also in today's set): %.0f B each, history excluded",
+		float64(after-base-hist)/float64(total))
+}
+
+func mustInt(t testing.TB, s string) float64 {
+	t.Helper()
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n == 0 {
+		t.Fatalf("not a positive number: %q", s)
+	}
+	return n
 }

@@ -771,7 +771,8 @@ func (s *suite) testSnapshot(t *testing.T) {
 		t.Errorf("Snapshot(unused community) = %+v; want zero figures, Seq 0, zero Changed", snap)
 	}
 	r := subscribe(t, bus, c)
-	res := touch(t, bus, streams.Source{Community: c, Visitor: user(newID("carol-")), ID: "tab"})
+	carol := user(newID("carol-"))
+	res := touch(t, bus, streams.Source{Community: c, Visitor: carol, ID: "tab"})
 	joined := r.waitN(t, 1)[0]
 	snap = snapshot(t, bus, c)
 	if snap.Count != 1 || snap.Seq != res.Seq || snap.Today != (streams.Today{Authenticated: 1}) {
@@ -780,10 +781,23 @@ func (s *suite) testSnapshot(t *testing.T) {
 	if !snap.Changed.Equal(joined.Time) {
 		t.Errorf("Snapshot(%s).Changed = %v; want the visitor_joined time %v", c, snap.Changed, joined.Time)
 	}
+	// The ids name the last event, so that an SSE client starting from a
+	// snapshot (or a presence result) resumes from it without a gap.
+	if res.ID != joined.ID || snap.LastID != joined.ID {
+		t.Errorf("PresenceResult.ID = %q, Snapshot.LastID = %q; want the visitor_joined id %q", res.ID, snap.LastID, joined.ID)
+	}
 	e := publish(t, bus, analytics(c, 1))
 	snap2 := snapshot(t, bus, c)
-	if snap2.Seq != e.Seq {
-		t.Errorf("Snapshot(%s).Seq after Publish = %d; want %d", c, snap2.Seq, e.Seq)
+	if snap2.Seq != e.Seq || snap2.LastID != e.ID {
+		t.Errorf("Snapshot(%s) after Publish = {Seq:%d LastID:%q}; want {Seq:%d LastID:%q}", c, snap2.Seq, snap2.LastID, e.Seq, e.ID)
+	}
+	if missed, ok, err := bus.History(t.Context(), c, snap.LastID); err != nil || !ok || len(missed) != 1 || missed[0].ID != e.ID {
+		t.Errorf("History(after Snapshot.LastID %q) = %s, %v, %v; want [%s]", snap.LastID, describe(missed), ok, err, e.ID)
+	}
+	// A second tab changes nothing: its result still names the last event.
+	tab2 := touch(t, bus, streams.Source{Community: c, Visitor: carol, ID: "tab2"})
+	if tab2.Changed || tab2.Seq != e.Seq || tab2.ID != e.ID {
+		t.Errorf("Touch(second tab) = %+v; want unchanged, Seq %d, ID %q", tab2, e.Seq, e.ID)
 	}
 	if !snap2.Changed.Equal(snap.Changed) || snap2.Count != 1 {
 		t.Errorf("Snapshot(%s) after analytics = {Count:%d Changed:%v}; want {Count:1 Changed:%v} (not a presence change)",

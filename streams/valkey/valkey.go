@@ -412,17 +412,39 @@ func (b *Bus) Cluster() bool { return b.cluster }
 // goroutine (export it as a metric; it stays near zero).
 func (b *Bus) Pending() int { return b.queue.len() }
 
-// Ping reports whether Valkey answers, within about 2 seconds.
+// Ping reports whether Valkey answers, within about 2 seconds. On a
+// cluster every known server must answer: with one master down, the
+// communities in its slots have no presence, so the bus is not whole.
 func (b *Bus) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	if err := b.client.Do(ctx, b.client.B().Ping().Build()).Error(); err != nil {
-		return fmt.Errorf("valkey: ping: %w", err)
+	if !b.cluster {
+		if err := b.client.Do(ctx, b.client.B().Ping().Build()).Error(); err != nil {
+			return fmt.Errorf("valkey: ping: %w", err)
+		}
+		return nil
 	}
-	return nil
+	nodes := b.client.Nodes()
+	errs := make(chan error, len(nodes))
+	for addr, c := range nodes {
+		go func() {
+			if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
+				errs <- fmt.Errorf("valkey: ping %s: %w", addr, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	var failed []error
+	for range nodes {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	return errors.Join(failed...)
 }
 
 // Close ends the node's held sources (publishing visitor_left for visitors

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/streams/valkey/valkeytest"
+)
+
+// TestBehindNginx runs the deployment of docker-compose.yml without Docker:
+// Valkey, two footfall nodes (the whole program) and nginx with
+// deploy/nginx.conf in front, its upstream pointed at the two nodes. It
+// shows that the shipped nginx configuration passes WebSocket upgrades and
+// streams SSE without buffering, and that the nodes behind it act as one.
+// It needs nginx (Debian: nginx-light); it skips without it unless
+// FOOTFALL_TEST_REQUIRE_NGINX=1, which .ci/run sets.
+func TestBehindNginx(t *testing.T) {
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		nginx = "/usr/sbin/nginx" // not on a non-root PATH
+		if _, serr := os.Stat(nginx); serr != nil {
+			if os.Getenv("FOOTFALL_TEST_REQUIRE_NGINX") == "1" {
+				t.Fatalf("nginx not found and FOOTFALL_TEST_REQUIRE_NGINX=1 (apt-get install nginx-light)")
+			}
+			t.Skip("nginx not installed (apt-get install nginx-light); set FOOTFALL_TEST_REQUIRE_NGINX=1 to fail instead")
+		}
+	}
+	srv := valkeytest.Start(t)
+	environ := map[string]string{
+		"FOOTFALL_JWT_SECRET": "behind-nginx", "FOOTFALL_API_KEY": "key",
+		"FOOTFALL_VALKEY_URL":      srv.URL(),
+		"FOOTFALL_TRUSTED_PROXIES": "127.0.0.1",
+	}
+	nodeA, _ := startMain(t, nil, environ)
+	nodeB, _ := startMain(t, nil, environ)
+	front := startNginx(t, nginx, strings.TrimPrefix(nodeA, "http://"), strings.TrimPrefix(nodeB, "http://"))
+
+	const community = "123e4567-e89b-12d3-a456-426614174000"
+	tok := func(sub string, role auth.Role) string {
+		s, _, err := auth.Mint([]byte("behind-nginx"), auth.Claims{Subject: sub, TTL: time.Hour,
+			Communities: map[string]auth.Role{community: role}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	dial := func(sub string) *websocket.Conn {
+		d := websocket.Dialer{Subprotocols: []string{"bearer", tok(sub, auth.RoleMember)}}
+		c, resp, err := d.Dial("ws://"+front+"/ws/communities/"+community+"/visitors/", http.Header{"Origin": {"http://" + front}})
+		if err != nil {
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			t.Fatalf("WebSocket through nginx: %v (HTTP %d)", err, status)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	readCount := func(c *websocket.Conn) (string, int) {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var m struct {
+			Type  string
+			Count int
+		}
+		if err := c.ReadJSON(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.Type, m.Count
+	}
+
+	// SSE through nginx: each event must arrive on its own, not when a
+	// buffer fills or the stream ends.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+front+"/sse/communities/"+community+"/visitor-dashboard/", nil)
+	req.Header.Set("Authorization", "Bearer "+tok("moderator", auth.RoleModerator))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("SSE through nginx = %d %s; want 200 text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	events := make(chan string, 100)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				events <- data
+			}
+		}
+	}()
+	nextEvent := func(want string) string {
+		t.Helper()
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case data, ok := <-events:
+				if !ok {
+					t.Fatalf("the SSE stream through nginx ended")
+				}
+				if strings.Contains(data, want) {
+					return data
+				}
+			case <-timeout:
+				t.Fatalf("no SSE event with %s through nginx within 5s (buffered?)", want)
+			}
+		}
+	}
+	nextEvent(`"dashboard_update"`)
+
+	// Two visitors through the balancer (least_conn: one per node) count
+	// as two on both; the dashboard sees them arrive.
+	first := dial("alice")
+	if typ, n := readCount(first); typ != "visitor_count" || n != 1 {
+		t.Fatalf("alice's first message: %s %d; want visitor_count 1", typ, n)
+	}
+	second := dial("bob")
+	if typ, n := readCount(second); typ != "visitor_count" || n != 2 {
+		t.Fatalf("bob's first message: %s %d; want visitor_count 2", typ, n)
+	}
+	if typ, n := readCount(first); typ != "visitor_joined" || n != 2 {
+		t.Fatalf("alice saw %s %d; want visitor_joined 2", typ, n)
+	}
+	nextEvent(`"realtime_count":2`)
+	// Both nodes hold one stream each: the balancer spread them.
+	for _, node := range []string{nodeA, nodeB} {
+		if n := openStreams(t, node); n < 1 {
+			t.Errorf("node %s holds %d streams; want the balancer to use both nodes", node, n)
+		}
+	}
+	// A metric through the balancer reaches the dashboard at once.
+	body := strings.NewReader(`{"metric":"through_nginx","value":1}`)
+	post, _ := http.NewRequest(http.MethodPost, "http://"+front+"/api/v1/communities/"+community+"/metrics", body)
+	post.Header.Set("Authorization", "Bearer key")
+	post.Header.Set("Content-Type", "application/json")
+	presp, err := http.DefaultClient.Do(post)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presp.Body.Close()
+	if presp.StatusCode != http.StatusAccepted {
+		t.Fatalf("metric through nginx = %d; want 202", presp.StatusCode)
+	}
+	nextEvent(`"through_nginx"`)
+}
+
+// openStreams reads a node's open stream count from its /metrics.
+func openStreams(t *testing.T, base string) int {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	total := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "footfall_connections_open{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				total += int(v)
+			}
+		}
+	}
+	return total
+}
+
+// startNginx runs nginx in the foreground with deploy/nginx.conf, its
+// upstream servers replaced by a and b and its listener by a free port,
+// and returns that address.
+func startNginx(t *testing.T, bin, a, b string) string {
+	t.Helper()
+	shipped, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	site := string(shipped)
+	for old, repl := range map[string]string{
+		"server footfall-1:8080": "server " + a,
+		"server footfall-2:8080": "server " + b,
+		"listen 80;":             "listen " + addr + ";",
+	} {
+		if !strings.Contains(site, old) {
+			t.Fatalf("deploy/nginx.conf has no %q; update this test with it", old)
+		}
+		site = strings.ReplaceAll(site, old, repl)
+	}
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+%[2]s
+}
+`, dir, site)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-t", "-p", dir, "-c", path).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t with deploy/nginx.conf: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx exited at start: %s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx did not listen on %s within 10s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -255,6 +255,14 @@ func (s *Server) closeSession(sessionID, reason string) {
 // and the sessions of open streams are re-checked, because revocations
 // published while this node was cut off never reached it.
 func (s *Server) afterReconnect(ctx context.Context) {
+	// Other nodes may still be re-registering their visitors in a Valkey
+	// that lost its data: read the state once they are done, so that
+	// clients see the true count, not a partial one on the way.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(streams.ResyncSettle):
+	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	s.hub.Refresh(rctx)

@@ -226,16 +226,32 @@ func TestMetrics(t *testing.T) {
 	c := g.dial(visitorsPath(community1), member(t, "alice"))
 	c.readType("visitor_count")
 	g.dialWith(visitorsPath(community1), &websocket.Dialer{}, nil).expectClose(4001)
-	_, _, body := g.getRaw("/metrics")
-	text := string(body)
-	for _, want := range []string{
+	wants := []string{
 		`footfall_connections_open{stream="visitors",transport="websocket"} 1`,
 		`footfall_connections_accepted_total{stream="visitors",transport="websocket"} 1`,
 		`footfall_connections_refused_total{code="4001",transport="websocket"} 1`,
 		`footfall_messages_sent_total{transport="websocket"} 1`,
 		`footfall_present_visitors 1`,
 		`footfall_broadcast_fanout_duration_seconds_count`,
-	} {
+	}
+	// A message is counted once its write returned, which may be just
+	// after the client read it: give the counters a moment.
+	var text string
+	for wait := time.Now().Add(5 * time.Second); ; {
+		_, _, body := g.getRaw("/metrics")
+		text = string(body)
+		missing := 0
+		for _, want := range wants {
+			if !strings.Contains(text, want) {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(wait) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range wants {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -244,6 +260,7 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("/metrics names a community or a user")
 	}
 	c.conn.Close()
+	var body []byte
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		_, _, body = g.getRaw("/metrics")

@@ -81,9 +81,11 @@ func moderatorOf(t testing.TB, sub, c string) string {
 }
 
 // converge reads c's messages until the count they carry (a count message,
-// or a dashboard's realtime_count) is n and nothing else arrives for 2 s: what a client shows once the node has re-read the truth. Each
-// node refills a restarted Valkey with its own visitors, so a client may
-// see intermediate counts on the way.
+// or a dashboard's realtime_count) is n and nothing else arrives for 2 s:
+// what a client shows once the node has re-read the truth. Each node
+// refills a restarted Valkey with its own visitors; the gateways fold
+// those partial views (streams.ResyncSettle), so no count below n may
+// appear on the way.
 func converge(t *testing.T, c *wsClient, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -101,6 +103,14 @@ func converge(t *testing.T, c *wsClient, n int) {
 		if err := c.conn.ReadJSON(&m); err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() && last == n {
 				t.Logf("converged on %d; counts seen on the way: %v", n, seen)
+				// No flicker: nodes re-registering one after another
+				// must not show a partial (lower) count on the way.
+				for _, v := range seen {
+					if v < n {
+						t.Errorf("counts seen on the way to %d: %v; want none below %d", n, seen, n)
+						break
+					}
+				}
 				return
 			}
 			t.Fatalf("client did not converge on count %d within 20s: last %d, counts seen %v (%v)", n, last, seen, err)

@@ -79,10 +79,19 @@ type topic struct {
 	refs      int           // guarded by Hub.mu
 	cancel    func()        // bus subscription; set before ready closes
 
-	mu    sync.RWMutex
-	subs  map[Subscriber]struct{}
-	state Snapshot
+	mu     sync.RWMutex
+	subs   map[Subscriber]struct{}
+	state  Snapshot
+	settle *time.Timer // pending fold of resync events; guarded by mu
+	closed bool        // released: arm no timer; guarded by mu
 }
+
+// ResyncSettle is how long a Hub folds resync events (Event.Resync: nodes
+// re-registering their visitors after Valkey lost its data) before it
+// tells its subscribers the community's state: long enough for every node
+// to re-register (a node retries within a second), so that clients see
+// one change to the true count rather than each node's partial view.
+var ResyncSettle = 1500 * time.Millisecond
 
 // Join adds sub to community's local subscribers, subscribing the node to
 // the community on the bus if it is the first. It returns the community's
@@ -184,6 +193,11 @@ func (h *Hub) Refresh(ctx context.Context) {
 		if snap.Seq >= t.state.Seq {
 			t.state = snap
 		}
+		if t.settle != nil {
+			// Resync events are being folded: their timer tells.
+			t.mu.Unlock()
+			continue
+		}
 		ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Time: time.Now()}
 		t.mu.Unlock()
 		t.dispatch(ev)
@@ -261,13 +275,22 @@ func (h *Hub) release(t *topic) {
 			if t.cancel != nil {
 				t.cancel()
 			}
+			t.mu.Lock()
+			t.closed = true
+			if t.settle != nil {
+				t.settle.Stop()
+				t.settle = nil
+			}
+			t.mu.Unlock()
 		default:
 			// Still loading: acquire's caller releases after ready.
 		}
 	}
 }
 
-// onEvent is the bus handler: update the state, then fan out.
+// onEvent is the bus handler: update the state, then fan out. Resync
+// events are folded: the subscribers hear of the state ResyncSettle after
+// the last of them.
 func (t *topic) onEvent(e *Event) {
 	t.mu.Lock()
 	if e.Seq > t.state.Seq {
@@ -279,11 +302,35 @@ func (t *topic) onEvent(e *Event) {
 			t.state.Changed = e.Time
 		}
 	}
+	if e.Resync {
+		if !t.closed {
+			if t.settle == nil {
+				t.settle = time.AfterFunc(ResyncSettle, t.settled)
+			} else {
+				t.settle.Reset(ResyncSettle)
+			}
+		}
+		t.mu.Unlock()
+		return
+	}
 	t.mu.Unlock()
 	if e.Message != nil && e.Frames == nil {
 		e.Frames = new(FrameCache)
 	}
 	t.dispatch(e)
+}
+
+// settled tells the subscribers the state once resync events stopped.
+func (t *topic) settled() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.settle = nil
+	ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Time: time.Now()}
+	t.mu.Unlock()
+	t.dispatch(ev)
 }
 
 func (t *topic) dispatch(e *Event) {

@@ -75,6 +75,12 @@ type Event struct {
 	// accepted, so that fanout never parses it per client.
 	MessageType string `json:"message_type,omitempty"`
 
+	// Resync marks a presence event that re-registers one node's sources
+	// after Valkey lost its data: until every node has re-registered its
+	// own, the figures are partial, so a gateway folds such events for a
+	// moment (Hub: ResyncSettle) instead of announcing each one.
+	Resync bool `json:"resync,omitempty"`
+
 	// Frames lets the transports of one node share an encoding of this
 	// event across all its clients (a WebSocket PreparedMessage). The Hub
 	// sets it before fanout; it never travels on the bus.

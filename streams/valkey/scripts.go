@@ -158,10 +158,15 @@ local function append(body)
   return s
 end
 
-local function publish_presence(typ)
+local function publish_presence(typ, resync)
   local json = '{"type":"' .. typ .. '","count":' .. redis.call('HLEN', VIS) ..
     ',"today":{"authenticated_visitors":' .. today_count('u') ..
-    ',"anonymous_visitors":' .. today_count('a') .. '}}'
+    ',"anonymous_visitors":' .. today_count('a') .. '}'
+  if resync then
+    json = json .. ',"resync":true}'
+  else
+    json = json .. '}'
+  end
   local s = append(TSEC .. ':' .. json)
   redis.call('HSET', META, 'c', TSEC)
   return s
@@ -364,8 +369,8 @@ return result(n, redis.call('SCARD', held))
 // its data. With an empty ARGV[8] it does only that.
 //
 // Visitors that appear or disappear do so silently; one presence event
-// with the final figures then tells subscribers (no storm of joins after
-// a restart).
+// with the final figures, marked resync, then tells subscribers (no storm
+// of joins after a restart; gateways fold the resyncs of all nodes).
 const syncScript = `
 settle()
 if tonumber(ARGV[9]) > seq() then
@@ -428,9 +433,9 @@ local after = redis.call('HLEN', VIS)
 local changed = 0
 if after ~= before or today_count('u') ~= bu or today_count('a') ~= ba then
   if after >= before then
-    publish_presence('visitor_joined')
+    publish_presence('visitor_joined', true)
   else
-    publish_presence('visitor_left')
+    publish_presence('visitor_left', true)
   end
   changed = 1
 end

@@ -75,7 +75,9 @@
 // goroutine waits until Valkey answers, renews or replaces the node's
 // lease, re-registers the node's held sources (set, not incremented: one
 // summary presence event per community whose figures changed, no storm of
-// joins), raises each subscribed community's seq to at least the highest
+// joins; the event is marked Resync, and gateways fold the resyncs of all
+// nodes for streams.ResyncSettle before they tell clients), raises each
+// subscribed community's seq to at least the highest
 // the node saw (so sequence numbers never go back after a data loss; ids
 // change with the new epoch), waits for the subscriptions to be back, and
 // calls the OnReconnect hooks so the gateway sends fresh snapshots.

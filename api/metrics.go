@@ -27,7 +27,8 @@ type metrics struct {
 	dropped       prometheus.Counter
 	slowConsumers prometheus.Counter
 	fanout        prometheus.Histogram
-	busErrors     prometheus.Counter
+	// busReconnects counts the bus's OnReconnect notices, each of which
+	// sends every open stream a fresh snapshot (server.go).
 	busReconnects prometheus.Counter
 }
 
@@ -64,15 +65,12 @@ func newMetrics(s *Server) *metrics {
 			Name: "footfall_broadcast_fanout_duration_seconds", Help: "Time to hand one event to every local subscriber of its community.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10),
 		}),
-		busErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "footfall_bus_errors_total", Help: "Bus operations that failed.",
-		}),
 		busReconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "footfall_bus_reconnects_total", Help: "Times the bus re-established its connection and resubscribed.",
+			Name: "footfall_bus_reconnects_total", Help: "Times the bus was connected again after an outage, had re-registered its state and resubscribed, and open streams got fresh snapshots.",
 		}),
 	}
 	reg.MustRegister(m.open, m.accepted, m.refused, m.closed, m.duration, m.sent, m.dropped,
-		m.slowConsumers, m.fanout, m.busErrors, m.busReconnects,
+		m.slowConsumers, m.fanout, m.busReconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "footfall_present_visitors",
 			Help: "Present visitors summed over the communities this node holds (has clients or pollers for).",
@@ -80,7 +78,49 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(busCollectors(s.bus)...)
 	return m
+}
+
+// busCollectors are the metrics of the bus itself. A bus that counts its
+// failures and recoveries (streams.BusStatsReporter: the Valkey bus) is
+// read at each scrape. footfall_bus_reconnects_total is not among them: the
+// gateway counts the bus's reconnect notices itself (see New), the same
+// events as BusStats.Reconnects. A bus without stats (the memory bus, which
+// cannot fail) still shows footfall_bus_errors_total, at 0, so that
+// dashboards and alerts work on every deployment.
+func busCollectors(bus streams.Bus) []prometheus.Collector {
+	r, ok := bus.(streams.BusStatsReporter)
+	if !ok {
+		return []prometheus.Collector{prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "footfall_bus_errors_total", Help: "Commands to the bus's backing store that failed (none: the embedded bus has no store to fail).",
+		})}
+	}
+	counter := func(name, help string, read func(streams.BusStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(read(r.BusStats())) })
+	}
+	return []prometheus.Collector{
+		counter("footfall_bus_errors_total",
+			"Commands to Valkey that failed (error replies, timeouts, dropped or refused connections), for requests and for the bus's own background work.",
+			func(s streams.BusStats) uint64 { return s.Errors }),
+		counter("footfall_bus_resubscribes_total",
+			"Valkey subscriptions (community events, revocations) confirmed again after their connection dropped.",
+			func(s streams.BusStats) uint64 { return s.Resubscribes }),
+		counter("footfall_bus_server_restarts_total",
+			"Restarts of a Valkey server this node noticed (its run id changed); the node refilled it with its state.",
+			func(s streams.BusStats) uint64 { return s.ServerRestarts }),
+		counter("footfall_bus_lease_lapses_total",
+			"Times this node found its presence lease lapsed (cut off longer than the presence TTL, or Valkey lost its data) and re-registered its visitors.",
+			func(s streams.BusStats) uint64 { return s.LeaseLapses }),
+		counter("footfall_bus_leases_reaped_total",
+			"Lapsed leases of other nodes (dead or cut off) whose visitors this node ended.",
+			func(s streams.BusStats) uint64 { return s.LeasesReaped }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "footfall_bus_pending_events",
+			Help: "Events and notices from Valkey waiting for the bus's delivery goroutine.",
+		}, func() float64 { return float64(r.BusStats().Pending) }),
+	}
 }
 
 func (m *metrics) handler() echo.HandlerFunc {

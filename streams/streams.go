@@ -253,6 +253,44 @@ type Reconnector interface {
 	OnReconnect(h func()) (cancel func())
 }
 
+// BusStats are a bus's cumulative counters since it was created, for the
+// node's metrics. Each counts on one node only.
+type BusStats struct {
+	// Errors counts commands to the backing store that failed (an error
+	// reply, a timeout, a dropped or refused connection), for callers and
+	// for the bus's own background work alike. Nil replies, script-cache
+	// misses the bus retries at once, and calls cancelled by their caller
+	// are not errors.
+	Errors uint64
+	// Reconnects counts recoveries completed: the bus reached its store
+	// again after an outage (or found its lease lapsed), re-registered its
+	// state and told its OnReconnect hooks.
+	Reconnects uint64
+	// Resubscribes counts subscriptions (to a community's events, or to
+	// revocations) confirmed again after their connection dropped.
+	Resubscribes uint64
+	// ServerRestarts counts restarts of a backing server the bus noticed
+	// (the server may have lost its data; the bus refilled it).
+	ServerRestarts uint64
+	// LeaseLapses counts the times the node found its own presence lease
+	// lapsed (cut off longer than the presence TTL, or the data lost) and
+	// re-registered its visitors under a new one.
+	LeaseLapses uint64
+	// LeasesReaped counts lapsed leases of other nodes (dead, or cut off)
+	// whose visitors this node ended.
+	LeasesReaped uint64
+	// Pending is the number of events and notices waiting for the bus's
+	// delivery goroutine right now (not cumulative; it stays near zero).
+	Pending int
+}
+
+// BusStatsReporter is a Bus that counts its own failures and recoveries
+// (the Valkey bus). The gateway exports the counters as metrics when its
+// bus has them; the memory bus cannot fail and has none.
+type BusStatsReporter interface {
+	BusStats() BusStats
+}
+
 // Clock tells the time; tests inject a fake one.
 type Clock interface {
 	Now() time.Time

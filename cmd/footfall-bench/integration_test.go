@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"errors"
-	"io"
+	"encoding/json"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/footfall/footfall/streams/valkey/valkeytest"
 )
 
 // TestRunAgainstBaseline runs the whole `run` path (connect, publish,
@@ -61,9 +63,59 @@ func TestRunConfigValidate(t *testing.T) {
 	}
 }
 
-func TestSoakValkeyRestartIsAStub(t *testing.T) {
-	err := dispatch(context.Background(), []string{"soak", "--valkey-restart", "--duration", "1s"}, io.Discard, io.Discard)
-	if err == nil || !errors.Is(err, errNotYet) {
-		t.Fatalf("soak --valkey-restart = %v, want a not-yet error", err)
+// TestSoakValkeyRestart runs `soak --valkey-restart` for real, briefly:
+// two footfall nodes (built from this module) on a redis-server the
+// harness starts, a small pool and the whole mix, and one Valkey restart
+// halfway. The clients must come through it: no unexpected disconnect,
+// /readyz 503 and back on both nodes, every count converged again.
+func TestSoakValkeyRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts footfall")
+	}
+	server := valkeytest.Binary(t) // skips without redis-server, unless FOOTFALL_TEST_REQUIRE_VALKEY=1
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, progress bytes.Buffer
+	err := dispatch(ctx, []string{"soak", "--json",
+		"--valkey-restart", "--valkey-server", server, "--nodes", "2", "--valkey-down", "1s",
+		"--duration", "8s", "--sample-every", "2s", "--clients", "40", "--communities", "4",
+		"--rate", "5", "--reconnect-rate", "2", "--churn-every", "1s", "--churn-size", "10",
+	}, &out, &progress)
+	if err != nil {
+		t.Fatalf("soak --valkey-restart: %v\n%s", err, progress.String())
+	}
+	var rep soakReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("soak --json: %v\n%s", err, out.String())
+	}
+	t.Logf("progress:\n%s", progress.String())
+	if !rep.Valkey || rep.Nodes != 2 || len(rep.Outages) != 1 {
+		t.Fatalf("report: valkey %v, nodes %d, restarts %d; want true, 2, 1", rep.Valkey, rep.Nodes, len(rep.Outages))
+	}
+	o := rep.Outages[0]
+	if rep.Disconnected != 0 || rep.ConnectFailed != 0 || o.Disconnects != 0 {
+		t.Errorf("unexpected disconnects %d (during the outage %d), connect failures %d %v; want none", rep.Disconnected, o.Disconnects, rep.ConnectFailed, rep.ConnectErrors)
+	}
+	if o.LeftWhileDown == 0 || o.ConvergedAfterRestartS < 0 {
+		t.Errorf("restart: %d visitors left while down, converged after %v s; want some leaving and convergence", o.LeftWhileDown, o.ConvergedAfterRestartS)
+	}
+	for i := range 2 {
+		if o.Ready503AfterKillS[i] < 0 || o.Ready200AfterRestartS[i] < 0 {
+			t.Errorf("node %d: /readyz 503 after %v s, 200 after %v s; want both seen", i+1, o.Ready503AfterKillS[i], o.Ready200AfterRestartS[i])
+		}
+	}
+	if !rep.RestartsSurvived {
+		t.Errorf("restarts_survived false: %+v", o)
+	}
+	if rep.PublishErrors != 0 || rep.ChurnErrors != 0 {
+		t.Errorf("publish errors %d, churn errors %d; want 0 (the mix is held still during the outage)", rep.PublishErrors, rep.ChurnErrors)
+	}
+	if len(rep.BusMetrics) != 2 {
+		t.Fatalf("bus metrics of %d nodes; want 2", len(rep.BusMetrics))
+	}
+	for i, m := range rep.BusMetrics {
+		if m["footfall_bus_reconnects_total"] < 1 || m["footfall_bus_server_restarts_total"] < 1 {
+			t.Errorf("node %d bus metrics %v; want a reconnect and a server restart", i+1, m)
+		}
 	}
 }

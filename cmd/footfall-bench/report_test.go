@@ -146,3 +146,32 @@ func TestChurnAndSoakText(t *testing.T) {
 		t.Errorf("soak text:\n%s", buf.String())
 	}
 }
+
+func TestSoakRestartJudgeAndText(t *testing.T) {
+	rep := soakReport{Target: "footfall", Nodes: 2, Valkey: true, Clients: 100, ServerStats: true,
+		Outages: []soakOutage{{AtS: 60, DownS: 3, Ready503AfterKillS: []float64{0.1, 0.2}, Ready200AfterRestartS: []float64{0.3, 0.3},
+			LeftWhileDown: 10, Watched: 90, ConvergedBeforeKill: true, ConvergedAfterRestartS: 0.8}},
+		BusMetrics: []map[string]float64{{"footfall_bus_reconnects_total": 1}},
+	}
+	judgeSoak(&rep)
+	if !rep.RestartsSurvived {
+		t.Fatalf("judgeSoak: restarts not survived: %+v", rep)
+	}
+	var buf bytes.Buffer
+	writeSoakText(&buf, rep)
+	for _, want := range []string{"2 node(s)", "converged 0.80 s after it", "reconnects_total 1", ": SURVIVED"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("soak text lacks %q:\n%s", want, buf.String())
+		}
+	}
+	rep.Outages[0].ConvergedAfterRestartS = -1
+	judgeSoak(&rep)
+	if rep.RestartsSurvived {
+		t.Fatal("survived a restart whose counts never converged")
+	}
+	rep.Outages[0].ConvergedAfterRestartS, rep.Disconnected = 0.8, 1
+	judgeSoak(&rep)
+	if rep.RestartsSurvived {
+		t.Fatal("survived with an unexpected disconnect")
+	}
+}

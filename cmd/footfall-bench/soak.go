@@ -5,10 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -16,11 +19,17 @@ import (
 
 // soak (issue 7): a bounded run that mixes a steady pool of WebSocket and
 // SSE clients on both streams, broadcasts, visitor churn through the
-// service API and reconnects, and samples the server's RSS, threads and
-// open descriptors (footfall has no goroutine metric yet) at the start,
-// along the way and at the end, with the same pool connected. Flat is
-// good. It samples once more after closing every client: the descriptors
-// must fall back to the idle figure.
+// service API and reconnects, and samples the server's RSS, threads, open
+// descriptors and (from /metrics) goroutines at the start, along the way
+// and at the end, with the same pool connected. Flat is good. It samples
+// once more after closing every client: the descriptors must fall back to
+// the idle figure.
+//
+// With --valkey the harness runs one or more footfall nodes on a Valkey
+// server of its own (soak_valkey.go), and with --valkey-restart it kills
+// that server and starts it again, empty, during the soak: no client may
+// be disconnected, /readyz must go 503 and come back, and every client's
+// count must converge on the truth again.
 
 type soakConfig struct {
 	Duration      time.Duration
@@ -34,6 +43,18 @@ type soakConfig struct {
 	SampleEvery   time.Duration
 	PerIP         int
 	FreshIDs      bool
+
+	// Valkey: footfall runs on a Valkey server the harness starts.
+	Valkey       bool
+	ValkeyServer string // the server binary (default: from PATH)
+	ValkeyCPU    string // taskset -c for it (default: --server-cpu)
+	Nodes        int    // footfall nodes on it; the pool is spread over them
+	// Restart kills Valkey (SIGKILL) and starts it again, empty, every
+	// RestartEvery (0: once, halfway), keeping it down at least ValkeyDown
+	// and until every node's /readyz answers 503.
+	Restart      bool
+	RestartEvery time.Duration
+	ValkeyDown   time.Duration
 }
 
 type soakSample struct {
@@ -52,6 +73,8 @@ type soakSample struct {
 
 type soakReport struct {
 	Target        string       `json:"target"`
+	Nodes         int          `json:"nodes"`
+	Valkey        bool         `json:"valkey"`
 	DurationS     float64      `json:"duration_s"`
 	Clients       int          `json:"clients"`
 	Communities   int          `json:"communities"`
@@ -84,6 +107,13 @@ type soakReport struct {
 	RSSSlope      float64        `json:"rss_second_half_mib_per_min"`
 	Flat          bool           `json:"flat"`
 	ConnectErrors map[string]int `json:"connect_errors,omitempty"`
+
+	// Valkey restarts: what each did, the nodes' bus metrics at the end,
+	// and whether the clients came through every one (no unexpected
+	// disconnect, every count converged).
+	Outages          []soakOutage         `json:"valkey_restarts,omitempty"`
+	BusMetrics       []map[string]float64 `json:"bus_metrics,omitempty"`
+	RestartsSurvived bool                 `json:"restarts_survived,omitempty"`
 }
 
 func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -103,15 +133,25 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.SampleEvery, "sample-every", 0, "sampling period (default: duration/10, at least 1s)")
 	fs.IntVar(&cfg.PerIP, "clients-per-ip", 20, "clients per loopback source address, below footfall's per-IP connection limits; 0: all from one")
 	fs.BoolVar(&cfg.FreshIDs, "fresh-ids", false, "a new token for every reconnect and new visitor ids for every churn round (realistic, but footfall's verified-token cache and today's-visitors set then grow by design); default: reuse them, so that any growth is a leak")
-	valkeyRestart := fs.Bool("valkey-restart", false, "restart Valkey during the soak (not yet: the Valkey bus is being built)")
+	fs.BoolVar(&cfg.Valkey, "valkey", false, "run footfall on a redis-server/valkey-server the harness starts on a free port (FOOTFALL_VALKEY_URL)")
+	fs.StringVar(&cfg.ValkeyServer, "valkey-server", "", "Valkey server binary for --valkey (default: valkey-server or redis-server from PATH)")
+	fs.StringVar(&cfg.ValkeyCPU, "valkey-cpu", "", "pin the Valkey server to this CPU list (default: --server-cpu)")
+	fs.IntVar(&cfg.Nodes, "nodes", 1, "footfall nodes on the Valkey (--valkey); the pool is spread over them")
+	fs.BoolVar(&cfg.Restart, "valkey-restart", false, "kill Valkey (SIGKILL) and start it again, empty, during the soak (implies --valkey)")
+	fs.DurationVar(&cfg.RestartEvery, "valkey-restart-every", 0, "restart Valkey this often (default: once, halfway through)")
+	fs.DurationVar(&cfg.ValkeyDown, "valkey-down", 3*time.Second, "keep Valkey down at least this long (and until every node's /readyz is 503)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *valkeyRestart {
-		return fmt.Errorf("--valkey-restart: %w: footfall has only the embedded bus so far (issue 3); this flag is a stub", errNotYet)
+	if cfg.Restart {
+		cfg.Valkey = true
 	}
 	switch {
+	case cfg.Nodes < 1, cfg.Nodes > 1 && !cfg.Valkey:
+		return usagef("--nodes must be at least 1, and more than 1 only with --valkey")
+	case cfg.RestartEvery < 0, cfg.ValkeyDown < 0:
+		return usagef("--valkey-restart-every and --valkey-down must not be negative")
 	case cfg.Duration <= 0, cfg.Clients < 2, cfg.Communities < 1, cfg.Communities > cfg.Clients:
 		return usagef("--duration must be positive, --clients at least 2 and --communities between 1 and --clients")
 	case cfg.Rate <= 0, cfg.ReconnectRate < 0, cfg.ChurnEvery <= 0, cfg.ChurnSize < 0 || cfg.ChurnSize > 1000:
@@ -125,6 +165,19 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	kind := kindOf(sf.target)
 	if kind == kindBaseline {
 		return usagef("soak needs footfall")
+	}
+	if cfg.Valkey && kind != kindFootfall {
+		return usagef("--valkey starts footfall itself: not with --target URL")
+	}
+	var valkeyBin string
+	if cfg.Valkey {
+		var err error
+		if valkeyBin, err = findValkeyServer(cfg.ValkeyServer); err != nil {
+			return err
+		}
+		if cfg.ValkeyCPU == "" {
+			cfg.ValkeyCPU = sf.serverCPU
+		}
 	}
 	if err := pinSelf(sf.clientCPU); err != nil {
 		return err
@@ -144,12 +197,33 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := sf.waitQuiet(ctx, stderr); err != nil {
 		return err
 	}
-	tg, err := sf.start(ctx, kind, bin)
-	if err != nil {
-		return err
+	var (
+		nodes []*target
+		vk    *valkeyProc
+		err   error
+	)
+	if cfg.Valkey {
+		if vk, err = startValkey(ctx, valkeyBin, cfg.ValkeyCPU); err != nil {
+			return err
+		}
+		defer vk.close() // after the nodes stopped (defers run last first)
+		fmt.Fprintf(stderr, "soak: %s on %s\n", valkeyBin, vk.addr())
+		if nodes, err = startFootfallNodes(ctx, cfg.Nodes, bin, sf.serverCPU, vk.url(), sf.serverEnv); err != nil {
+			return err
+		}
+	} else {
+		tg, err := sf.start(ctx, kind, bin)
+		if err != nil {
+			return err
+		}
+		nodes = []*target{tg}
 	}
-	defer tg.stop()
-	rep, err := soakOnce(ctx, tg, cfg, stderr)
+	defer func() {
+		for _, tg := range nodes {
+			_ = tg.stop()
+		}
+	}()
+	rep, err := soakOnce(ctx, nodes, vk, cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -160,23 +234,33 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Writer) (soakReport, error) {
-	rep := soakReport{Target: tg.kind, DurationS: cfg.Duration.Seconds(), Clients: cfg.Clients, Communities: cfg.Communities}
+func soakOnce(ctx context.Context, nodes []*target, vk *valkeyProc, cfg soakConfig, progress io.Writer) (soakReport, error) {
+	tg := nodes[0] // mints the tokens (every node has the same secret)
+	progress = &syncWriter{w: progress}
+	rep := soakReport{Target: tg.kind, Nodes: len(nodes), Valkey: vk != nil, DurationS: cfg.Duration.Seconds(), Clients: cfg.Clients, Communities: cfg.Communities}
 	if tg.kind == kindURL {
 		rep.Target = tg.base
 	}
 	t0 := time.Now()
 	_, rep.ServerStats = tg.stats()
+	// sample sums the figures of every node (one node: its own).
 	sample := func(label string) {
-		s, ok := tg.stats()
-		if !ok {
-			return
+		row := soakSample{ElapsedS: round(time.Since(t0).Seconds(), 1), Label: label}
+		for _, n := range nodes {
+			s, ok := n.stats()
+			if !ok {
+				return
+			}
+			row.RSSKiB, row.Threads, row.FDs, row.CPUS = row.RSSKiB+s.RSSKiB, row.Threads+s.Threads, row.FDs+s.FDs, row.CPUS+s.CPU.Seconds()
+			if m, ok := n.scrapeMetrics(ctx); ok {
+				rep.Metrics = true
+				row.Goroutines += m.Goroutines
+				row.HeapInuseKiB += m.HeapInuseKiB
+				row.OpenConns += m.OpenConns
+				row.NextGCKiB += m.NextGCKiB
+			}
 		}
-		row := soakSample{ElapsedS: round(time.Since(t0).Seconds(), 1), Label: label, RSSKiB: s.RSSKiB, Threads: s.Threads, FDs: s.FDs, CPUS: round(s.CPU.Seconds(), 2)}
-		if m, ok := tg.scrapeMetrics(ctx); ok {
-			rep.Metrics = true
-			row.Goroutines, row.HeapInuseKiB, row.OpenConns, row.NextGCKiB = m.Goroutines, m.HeapInuseKiB, m.OpenConns, m.NextGCKiB
-		}
+		row.CPUS = round(row.CPUS, 2)
 		rep.Samples = append(rep.Samples, row)
 		fmt.Fprintf(progress, "soak %6.1fs %-8s RSS %7.1f MiB  heap %7.1f MiB  GC goal %7.1f MiB  goroutines %6d  open %5d  threads %3d  fds %5d  cpu %.1f s\n",
 			row.ElapsedS, label, float64(row.RSSKiB)/1024, float64(row.HeapInuseKiB)/1024, float64(row.NextGCKiB)/1024, row.Goroutines, row.OpenConns, row.Threads, row.FDs, row.CPUS)
@@ -194,6 +278,10 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 	transportOf := make([]string, cfg.Clients)
 	slots := make([]*benchClient, cfg.Clients)
 	tokens := make([]string, cfg.Clients)
+	var watch *countWatch // the count each client was last sent, for --valkey-restart
+	if cfg.Restart {
+		watch = newCountWatch(cfg.Clients)
+	}
 	open := func(i int) error {
 		stream := "dashboard"
 		if i%2 == 1 {
@@ -207,8 +295,12 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 			}
 			tokens[i] = tok
 		}
+		node := nodes[i%len(nodes)]
 		c := newBenchClient(comms[i%cfg.Communities], stream, tok)
-		c.local = tg.sourceIP(i, cfg.PerIP)
+		c.local = node.sourceIP(i, cfg.PerIP)
+		if watch != nil {
+			c.onMsg = watch.follow(i, stream)
+		}
 		slots[i] = c
 		allMu.Lock()
 		all = append(all, c)
@@ -216,7 +308,7 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.run(ctx, tg, transportOf[i], ctr, nil)
+			c.run(ctx, node, transportOf[i], ctr, nil)
 		}()
 		return nil
 	}
@@ -249,6 +341,7 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 		return rep, err
 	}
 	sample("start")
+	tStart := time.Now()
 
 	sctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -256,6 +349,11 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 	defer hc.CloseIdleConnections()
 	var loops sync.WaitGroup
 	var mu sync.Mutex // guards rep's counters written by the loops
+	// hold pauses the mix: each step of a loop holds it for reading, a
+	// Valkey restart for writing, so that the pool stands still (every
+	// client connected, no churn visitor present) from before the kill
+	// until every count converged, and the truth is known.
+	var hold sync.RWMutex
 
 	loops.Add(1)
 	go func() { // broadcasts
@@ -268,11 +366,12 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 				return
 			case <-tick.C:
 			}
+			hold.RLock()
 			stream := "dashboard"
 			if (b/cfg.Communities)%2 == 1 {
 				stream = "visitors"
 			}
-			req, err := tg.publishRequest(sctx, comms[b%cfg.Communities], stream, probeMessage(stream, comms[b%cfg.Communities], time.Now().UnixNano()))
+			req, err := nodes[b%len(nodes)].publishRequest(sctx, comms[b%cfg.Communities], stream, probeMessage(stream, comms[b%cfg.Communities], time.Now().UnixNano()))
 			ok := false
 			if err == nil {
 				if resp, err := hc.Do(req); err == nil {
@@ -281,6 +380,7 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 					ok = resp.StatusCode/100 == 2
 				}
 			}
+			hold.RUnlock()
 			mu.Lock()
 			rep.Broadcasts++
 			if !ok && sctx.Err() == nil {
@@ -303,9 +403,12 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 					return
 				case <-tick.C:
 				}
+				hold.RLock()
 				i := rng.IntN(cfg.Clients)
 				slots[i].stop()
-				if err := open(i); err != nil {
+				err := open(i)
+				hold.RUnlock()
+				if err != nil {
 					return
 				}
 				mu.Lock()
@@ -329,11 +432,14 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 					ids[i] = fmt.Sprintf("soak-anon-%d-%d", idRound, i)
 				}
 				community := comms[round%cfg.Communities]
-				_, _, errJ := visitorEvents(context.Background(), hc, tg, community, ids, "join")
+				node := nodes[round%len(nodes)]
+				hold.RLock()
+				_, _, errJ := visitorEvents(context.Background(), hc, node, community, ids, "join")
 				_ = sleepCtx(sctx, cfg.ChurnEvery/2)
 				// Leave even when the soak is over, so that the end sample
 				// has no churn visitors present.
-				_, _, errL := visitorEvents(context.Background(), hc, tg, community, ids, "leave")
+				_, _, errL := visitorEvents(context.Background(), hc, node, community, ids, "leave")
+				hold.RUnlock()
 				mu.Lock()
 				rep.ChurnRounds++
 				rep.ChurnVisitors += 2 * len(ids)
@@ -351,6 +457,55 @@ func soakOnce(ctx context.Context, tg *target, cfg soakConfig, progress io.Write
 		}()
 	}
 
+	var restartErr error // written by the restart loop before loops.Wait returns
+	if cfg.Restart {
+		loops.Add(1)
+		go func() { // Valkey restarts
+			defer loops.Done()
+			every := cfg.RestartEvery
+			first := every
+			if every == 0 {
+				first = cfg.Duration / 2
+			}
+			timer := time.NewTimer(first)
+			defer timer.Stop()
+			for k := 2; ; k++ {
+				select {
+				case <-sctx.Done():
+					return
+				case <-timer.C:
+				}
+				// A restart takes a few seconds beyond --valkey-down: no
+				// periodic one starts so close to the end that it would
+				// outlast the soak (the single halfway one always runs).
+				if every > 0 && time.Until(tStart.Add(cfg.Duration)) < cfg.ValkeyDown+10*time.Second {
+					return
+				}
+				hold.Lock() // waits for the loops' steps in flight
+				if sctx.Err() != nil {
+					hold.Unlock()
+					return
+				}
+				o, err := restartValkey(ctx, vk, nodes, cfg, restartState{
+					slots: slots, watch: watch, ctr: ctr, open: open, t0: t0,
+				}, progress)
+				hold.Unlock()
+				mu.Lock()
+				rep.Outages = append(rep.Outages, o)
+				mu.Unlock()
+				if err != nil {
+					restartErr = err
+					cancel()
+					return
+				}
+				if every == 0 {
+					return
+				}
+				timer.Reset(time.Until(tStart.Add(time.Duration(k) * every)))
+			}
+		}()
+	}
+
 	tick := time.NewTicker(cfg.SampleEvery)
 sampling:
 	for {
@@ -362,10 +517,13 @@ sampling:
 		}
 	}
 	tick.Stop()
+	loops.Wait()
 	if ctx.Err() != nil {
 		return rep, ctx.Err()
 	}
-	loops.Wait()
+	if restartErr != nil {
+		return rep, restartErr
+	}
 
 	// The end: the same pool connected, nothing else going on.
 	deadline := time.Now().Add(30 * time.Second)
@@ -385,6 +543,11 @@ sampling:
 		return rep, err
 	}
 	sample("end")
+	if vk != nil {
+		for _, n := range nodes {
+			rep.BusMetrics = append(rep.BusMetrics, n.scrapeBusMetrics(ctx))
+		}
+	}
 	allMu.Lock()
 	cs := append([]*benchClient(nil), all...)
 	allMu.Unlock()
@@ -421,6 +584,16 @@ sampling:
 // than a handful of extra descriptors, and the descriptors back at the
 // idle figure once the clients are gone.
 func judgeSoak(rep *soakReport) {
+	if len(rep.Outages) > 0 {
+		// Clients stay connected through every outage, /readyz comes back
+		// and every count converges.
+		rep.RestartsSurvived = rep.Disconnected == 0 && rep.ConnectFailed == 0
+		for _, o := range rep.Outages {
+			if o.ConvergedAfterRestartS < 0 || slices.Contains(o.Ready200AfterRestartS, -1) || slices.Contains(o.Ready503AfterKillS, -1) {
+				rep.RestartsSurvived = false
+			}
+		}
+	}
 	find := func(label string) (soakSample, bool) {
 		for _, s := range rep.Samples {
 			if s.Label == label {
@@ -469,6 +642,9 @@ func judgeSoak(rep *soakReport) {
 
 func writeSoakText(w io.Writer, rep soakReport) {
 	fmt.Fprintf(w, "footfall-bench soak: target=%s duration=%gs clients=%d communities=%d\n", rep.Target, rep.DurationS, rep.Clients, rep.Communities)
+	if rep.Valkey {
+		fmt.Fprintf(w, "  on Valkey, %d node(s); server figures below are summed over the nodes\n", rep.Nodes)
+	}
 	fmt.Fprintf(w, "  broadcasts %d (errors %d), reconnects %d, churn rounds %d (%d visitor events, errors %d)\n",
 		rep.Broadcasts, rep.PublishErrors, rep.Reconnects, rep.ChurnRounds, rep.ChurnVisitors, rep.ChurnErrors)
 	fmt.Fprintf(w, "  connect failures %d, unexpected disconnects %d, probes received %d, latency p50 %.1f ms p99 %.1f ms max %.1f ms\n",
@@ -498,4 +674,35 @@ func writeSoakText(w io.Writer, rep soakReport) {
 	}
 	fmt.Fprintf(w, "  end vs start: RSS x%.3f (second half %+.2f MiB/min), fds %+d, threads %+d; after closing every client fds %+d vs idle: %s\n",
 		rep.RSSGrowth, rep.RSSSlope, rep.FDsDelta, rep.ThreadsDelta, rep.FDsClosedIdle, verdict)
+	writeOutagesText(w, rep)
+}
+
+// writeOutagesText reports the Valkey restarts, if any.
+func writeOutagesText(w io.Writer, rep soakReport) {
+	for i, o := range rep.Outages {
+		conv := "NOT converged within 60 s"
+		if o.ConvergedAfterRestartS >= 0 {
+			conv = fmt.Sprintf("every count converged %.2f s after it", o.ConvergedAfterRestartS)
+		}
+		if !o.ConvergedBeforeKill {
+			conv += " (the counts had not settled before the kill)"
+		}
+		fmt.Fprintf(w, "  valkey restart %d at %.0f s: down %.1f s; /readyz 503 %v s after the kill, 200 %v s after the restart (per node); %d visitors left while it was down; %s (%d clients); unexpected disconnects %d\n",
+			i+1, o.AtS, o.DownS, o.Ready503AfterKillS, o.Ready200AfterRestartS, o.LeftWhileDown, conv, o.Watched, o.Disconnects)
+	}
+	for i, m := range rep.BusMetrics {
+		names := slices.Sorted(maps.Keys(m))
+		parts := make([]string, len(names))
+		for j, n := range names {
+			parts[j] = fmt.Sprintf("%s %g", strings.TrimPrefix(n, "footfall_bus_"), m[n])
+		}
+		fmt.Fprintf(w, "  node %d bus metrics: %s\n", i+1, strings.Join(parts, ", "))
+	}
+	if len(rep.Outages) > 0 {
+		verdict := "SURVIVED"
+		if !rep.RestartsSurvived {
+			verdict = "NOT SURVIVED"
+		}
+		fmt.Fprintf(w, "  valkey restarts: %d; unexpected disconnects %d, connect failures %d: %s\n", len(rep.Outages), rep.Disconnected, rep.ConnectFailed, verdict)
+	}
 }

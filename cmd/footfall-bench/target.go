@@ -309,6 +309,15 @@ func startProcess(ctx context.Context, kind, bin string, args []string, cpu stri
 			return nil, ctx.Err()
 		}
 	}
+	// A secret and key given in the environment are not printed.
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "FOOTFALL_JWT_SECRET="); ok && t.secret == nil {
+			t.secret = []byte(v)
+		}
+		if v, ok := strings.CutPrefix(kv, "FOOTFALL_API_KEY="); ok && t.apiKey == "" {
+			t.apiKey = v
+		}
+	}
 	if kind == kindFootfall && (t.secret == nil || t.apiKey == "") {
 		_ = t.stop()
 		return nil, errors.New("footfall --dev did not print its JWT secret and API key")

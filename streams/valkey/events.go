@@ -173,6 +173,9 @@ type loop struct {
 	confirms  atomic.Int64
 	connected atomic.Bool
 	stopping  atomic.Bool
+	// resubscribes counts confirmations after the first (the bus's
+	// BusStats.Resubscribes); set by startLoop.
+	resubscribes *atomic.Uint64
 
 	// onMessage runs on the loop's goroutine inside Receive; it must not
 	// block (valkey-go's reader waits for it once 16 messages are queued).
@@ -216,7 +219,12 @@ func (l *loop) onSubscription(s valkey.PubSubSubscription) {
 	l.connected.Store(true)
 	if l.confirms.Add(1) == 1 {
 		l.readyOnce.Do(func() { close(l.ready) })
-	} else if l.onResubscribed != nil {
+		return
+	}
+	if l.resubscribes != nil {
+		l.resubscribes.Add(1)
+	}
+	if l.onResubscribed != nil {
 		l.onResubscribed()
 	}
 }
@@ -243,6 +251,7 @@ func (l *loop) onReturn(err error, c valkey.CommandClient) error {
 func (b *Bus) startLoop(l *loop) *loop {
 	l.ctx, l.cancel = context.WithCancel(b.life)
 	l.done, l.ready = make(chan struct{}), make(chan struct{})
+	l.resubscribes = &b.counters.resubscribes
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()

@@ -350,6 +350,7 @@ func (b *Bus) switchLease(ctx context.Context) error {
 	b.retired = append(b.retired, old)
 	lease := b.lease
 	b.leaseMu.Unlock()
+	b.counters.leaseLapses.Add(1)
 	b.log.Warn("valkey: node lease lapsed; re-registering", "old", old, "new", lease)
 	return b.registerLease(ctx, lease)
 }
@@ -399,11 +400,13 @@ func (b *Bus) checkServers(ctx context.Context) (restarted bool, err error) {
 	for addr, c := range b.client.Nodes() {
 		info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
 		if err != nil {
+			countError(&b.counters.errors, err) // c is not the counting client
 			return false, fmt.Errorf("server %s: %w", addr, err)
 		}
 		id := infoField(info, "run_id")
 		if old, ok := b.runIDs[addr]; ok && old != id {
 			b.log.Warn("valkey: server restarted", "addr", addr)
+			b.counters.serverRestarts.Add(1)
 			restarted = true
 		}
 		b.runIDs[addr] = id
@@ -479,6 +482,7 @@ func (b *Bus) recover() error {
 	}
 	b.cleanupRetired(ctx)
 	b.waitSubscribed(ctx)
+	b.counters.reconnects.Add(1)
 	b.queue.push(item{reconnect: true})
 	return nil
 }
@@ -902,6 +906,7 @@ func (b *Bus) reapLease(ctx context.Context, lease string, claimUntil int64) err
 	if err := b.client.Do(ctx, b.client.B().Del().Key(leaseCommsKey(lease)).Build()).Error(); err != nil {
 		return err
 	}
+	b.counters.leasesReaped.Add(1)
 	return b.s.unclaim.exec(ctx, b.client, []string{keyLeases}, []string{strconv.FormatInt(claimUntil, 10), lease}).Error()
 }
 

@@ -260,6 +260,8 @@ type Bus struct {
 	hooksMu    sync.Mutex
 	revokers   atomic.Pointer[[]*hook[string]]
 	reconnects atomic.Pointer[[]*hook[struct{}]]
+
+	counters counters // BusStats
 }
 
 var _ streams.Bus = (*Bus)(nil)
@@ -292,6 +294,7 @@ func New(ctx context.Context, opts Options) (*Bus, error) {
 		repairWake: make(chan struct{}, 1),
 		lease:      newLeaseID(opts.NodeID),
 	}
+	b.client = countingClient{Client: client, errs: &b.counters.errors}
 	b.queue.wake = make(chan struct{}, 1)
 	b.life, b.endLife = context.WithCancel(context.Background())
 

@@ -295,7 +295,11 @@ func soakOnce(ctx context.Context, nodes []*target, vk *valkeyProc, cfg soakConf
 			}
 			tokens[i] = tok
 		}
-		node := nodes[i%len(nodes)]
+		// Slot i's stream is i%2 and its community i%Communities: the
+		// node is (i/2)%nodes, so that every node has clients of both
+		// streams in every community (i%nodes would put all of one
+		// stream on one node with two nodes).
+		node := nodes[(i/2)%len(nodes)]
 		c := newBenchClient(comms[i%cfg.Communities], stream, tok)
 		c.local = node.sourceIP(i, cfg.PerIP)
 		if watch != nil {

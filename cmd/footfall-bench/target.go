@@ -31,12 +31,15 @@ const (
 // target is the server under test: a footfall (started here, or already
 // running at a URL) or the bare baseline.
 type target struct {
-	kind     string
-	base     string // http://host:port
-	pid      int    // 0: unknown, no server statistics
-	apiKey   string
-	secret   []byte
-	aud, iss string
+	kind string
+	base string // http://host:port
+	// publishBase, when set, receives the publishes instead of base:
+	// another node on the same Valkey (--publish-to).
+	publishBase string
+	pid         int // 0: unknown, no server statistics
+	apiKey      string
+	secret      []byte
+	aud, iss    string
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -56,6 +59,7 @@ type serverFlags struct {
 	issuer      string
 	serverPID   int
 	serverEnv   multiFlag
+	publishTo   string
 	quiet       time.Duration
 	quietMax    time.Duration
 }
@@ -75,6 +79,7 @@ func (sf *serverFlags) register(fs *flag.FlagSet, defaultTarget string) {
 	fs.StringVar(&sf.audience, "jwt-audience", "", "aud of minted tokens (--target URL)")
 	fs.StringVar(&sf.issuer, "jwt-issuer", "", "iss of minted tokens (--target URL)")
 	fs.IntVar(&sf.serverPID, "server-pid", 0, "pid of a --target URL server, for its RSS and CPU (optional)")
+	fs.StringVar(&sf.publishTo, "publish-to", "", "send the service-API publishes to this footfall URL (another node on the same Valkey, same --server-env FOOTFALL_API_KEY) instead of the measured one: cross-node delivery")
 	fs.Var(&sf.serverEnv, "server-env", "KEY=VALUE for a started footfall (repeatable), e.g. FOOTFALL_PRESENCE_TTL=60s")
 	fs.DurationVar(&sf.quiet, "quiet", 0, "before each run, wait until the machine has been quiet (under 10% busy) this long; 0: don't wait")
 	fs.DurationVar(&sf.quietMax, "quiet-max", 10*time.Minute, "wait for --quiet at most this long, then run anyway")
@@ -163,6 +168,21 @@ func (m machineCPU) busySince(prev machineCPU) time.Duration {
 // start starts (or connects to) the server kind names. bin is a footfall
 // binary (built once by the caller) for kindFootfall.
 func (sf *serverFlags) start(ctx context.Context, kind, bin string) (*target, error) {
+	if sf.publishTo != "" && kind != kindBaseline {
+		u, err := url.Parse(sf.publishTo)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, usagef("--publish-to must be an http(s) URL, not %q", sf.publishTo)
+		}
+		t, err := sf.startKind(ctx, kind, bin)
+		if t != nil {
+			t.publishBase = strings.TrimRight(u.String(), "/")
+		}
+		return t, err
+	}
+	return sf.startKind(ctx, kind, bin)
+}
+
+func (sf *serverFlags) startKind(ctx context.Context, kind, bin string) (*target, error) {
 	switch kind {
 	case kindFootfall:
 		return startFootfall(ctx, bin, sf.serverCPU, sf.serverEnv)
@@ -415,7 +435,11 @@ func (t *target) publishRequest(ctx context.Context, community, stream string, m
 	body = append(body, `","message":`...)
 	body = append(body, msg...)
 	body = append(body, '}')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/api/v1/communities/"+community+"/broadcast", bytes.NewReader(body))
+	base := t.base
+	if t.publishBase != "" {
+		base = t.publishBase
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/communities/"+community+"/broadcast", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

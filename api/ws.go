@@ -1,12 +1,13 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -39,9 +40,15 @@ const (
 
 var writeBufferPool = &sync.Pool{}
 
+// wsReadBufferSize is a connection's read buffer: client messages are
+// small (ping, request_count, auth), and a larger frame is read in several
+// calls. Write buffers come from writeBufferPool only while a message is
+// being written, so an idle connection holds none.
+const wsReadBufferSize = 512
+
 func (s *Server) upgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  wsReadBufferSize,
 		WriteBufferPool: writeBufferPool,
 		// Origins are checked by checkOrigin before the upgrade, with an
 		// HTTP 403 (CONTRACT section 7).
@@ -52,6 +59,12 @@ func (s *Server) upgrader() *websocket.Upgrader {
 // serveWS serves one of a community's WebSocket streams. The upgrade is
 // always accepted once the route, community id and Origin are fine;
 // authentication outcomes are close codes 4001-4004 (CONTRACT section 3).
+//
+// The handler returns as soon as the connection is authenticated and
+// attached ("hijack and return"): net/http's buffers, the request and its
+// contexts are freed, and the connection lives on in one reader goroutine
+// (wsReader), which the Server owns through its registered clients. A
+// writer goroutine runs only while something is being written.
 func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 	up := s.upgrader()
 	return func(c echo.Context) error {
@@ -65,23 +78,61 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 		if cred.Subprotocol != "" {
 			hdr.Set("Sec-WebSocket-Protocol", cred.Subprotocol)
 		}
-		conn, err := up.Upgrade(c.Response(), r, hdr)
+		conn, err := up.Upgrade(lazyDeadlineHijacker{c.Response()}, r, hdr)
 		if err != nil {
 			// The upgrader has answered with an HTTP error already.
 			return nil
 		}
-		log := s.log.With("request_id", requestID(c), "community", community, "stream", string(stream), "transport", "websocket")
+		reqID := requestID(c)
 		ident, err := s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
 		if err != nil {
 			code, reason := closeFor(err)
-			log.Info("connection refused", "code", code, "reason", reason)
+			s.log.Info("connection refused", "request_id", reqID, "community", community, "stream", string(stream), "transport", "websocket", "code", code, "reason", reason)
 			s.metrics.refusedWith("websocket", code)
 			refuse(conn, code, reason)
 			return nil
 		}
-		s.runWS(r.Context(), conn, community, stream, ident, log)
+		s.startWS(c, conn, community, stream, ident, reqID)
 		return nil
 	}
+}
+
+// lazyDeadlineHijacker hands gorilla a connection whose SetWriteDeadline
+// skips calls that repeat the deadline already set. gorilla sets the
+// connection's deadline before every frame it writes; footfall moves it
+// only every few seconds (wsTransport.write), so most frames cost no
+// runtime timer update.
+type lazyDeadlineHijacker struct {
+	*echo.Response
+}
+
+func (h lazyDeadlineHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := h.Response.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &lazyDeadlineConn{Conn: conn}, brw, nil
+}
+
+// lazyDeadlineConn is a net.Conn whose write deadline is only passed on
+// when it changes. gorilla calls SetWriteDeadline under its write lock, so
+// wd needs no lock of its own.
+type lazyDeadlineConn struct {
+	net.Conn
+	wd time.Time
+}
+
+func (c *lazyDeadlineConn) SetWriteDeadline(t time.Time) error {
+	if t.Equal(c.wd) {
+		return nil
+	}
+	c.wd = t
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *lazyDeadlineConn) SetDeadline(t time.Time) error {
+	c.wd = time.Time{}.Add(-1) // unknown: pass the next one on
+	return c.Conn.SetDeadline(t)
 }
 
 // closeFor maps an authentication error to a close code and a reason.
@@ -106,13 +157,21 @@ func refuse(conn *websocket.Conn, code int, reason string) {
 	_ = conn.Close()
 }
 
-// wsTransport writes a client's messages to a WebSocket.
+// wsTransport writes a client's messages to a WebSocket. Only the
+// client's writer goroutine uses it.
 type wsTransport struct {
 	conn *websocket.Conn
+	// renew is when the write deadline is next moved forward: every frame
+	// gets at least writeWait/2 to go out, and the deadline (a runtime
+	// timer) is touched once every few seconds, not once per frame.
+	renew time.Time
 }
 
 func (t *wsTransport) write(m outMsg) error {
-	_ = t.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	if now := time.Now(); now.After(t.renew) {
+		_ = t.conn.SetWriteDeadline(now.Add(writeWait))
+		t.renew = now.Add(writeWait / 2)
+	}
 	if m.shared != nil {
 		// Framed once per node for all clients (no compression is
 		// negotiated, so one frame fits every connection).
@@ -140,44 +199,58 @@ func (t *wsTransport) end(code int, reason string) {
 	_ = t.conn.SetReadDeadline(time.Now().Add(closeWait))
 }
 
-// runWS runs an authenticated connection until it ends.
-func (s *Server) runWS(ctx context.Context, conn *websocket.Conn, community string, stream streams.Stream, ident *auth.Identity, log *slog.Logger) {
+func (t *wsTransport) abort() {
+	// The reader must not wait for a silent peer for long.
+	_ = t.conn.SetReadDeadline(time.Now().Add(closeWait))
+}
+
+func (t *wsTransport) inline() bool { return false }
+
+// startWS attaches an authenticated connection and starts its reader
+// goroutine, which runs the connection until it ends.
+func (s *Server) startWS(ec echo.Context, conn *websocket.Conn, community string, stream streams.Stream, ident *auth.Identity, reqID string) {
+	ctx := ec.Request().Context()
 	start := time.Now()
 	c := s.newClient("websocket", community, stream, ident)
+	c.reqID = reqID
 	c.tr = &wsTransport{conn: conn}
 	c.keepaliveEvery = pingEvery
-	defer conn.Close()
 
 	snap, cleanup, err := s.attach(ctx, c)
 	if err != nil {
-		log.Warn("attach failed", "err", err)
+		s.log.Warn("attach failed", "request_id", reqID, "community", community, "stream", string(stream), "transport", "websocket", "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "temporarily unavailable"), time.Now().Add(writeWait))
+		_ = conn.Close()
 		return
 	}
-	defer cleanup()
 	c.begin(snap)
+	c.releaseSlot = takeConnSlot(ec)
+	s.log.Info("connection open", "request_id", reqID, "community", community, "stream", string(stream), "transport", "websocket", "conn", c.id, "sub", ident.Subject)
+	// The reader goroutine owns the connection from here: it ends when the
+	// peer goes or closes, or when the writer said goodbye (closeWith:
+	// expiry, revocation, Drain) or failed, both of which bound its wait
+	// with a read deadline. The Server counts it in OpenClients until its
+	// very end (cleanup unregisters last).
+	go s.wsReader(conn, c, cleanup, start)
+}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.runWriter()
-		// Whatever ended the writer, the reader must not wait for a
-		// silent peer for long.
-		_ = conn.SetReadDeadline(time.Now().Add(closeWait))
-	}()
-	log.Info("connection open", "conn", c.id, "sub", ident.Subject)
-
+// wsReader is a WebSocket connection's only permanent goroutine: it reads
+// client messages, then ends the connection.
+func (s *Server) wsReader(conn *websocket.Conn, c *client, cleanup func(), start time.Time) {
 	code := s.readLoop(conn, c)
-	close(c.done)
-	wg.Wait()
+	c.finish()
+	_ = conn.Close() // a writer blocked on a dead peer returns now
+	c.writers.Wait()
 	c.mu.Lock()
 	if c.code != 0 {
 		code = c.code
 	}
 	c.mu.Unlock()
 	s.metrics.ended(c, code, time.Since(start))
-	log.Info("connection closed", "conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
+	s.log.Info("connection closed", "request_id", c.reqID, "community", c.community, "stream", string(c.stream), "transport", c.transport,
+		"conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
+	c.releaseSlot()
+	cleanup()
 }
 
 // newClient returns a client of one stream; the caller sets its transport.
@@ -191,9 +264,8 @@ func (s *Server) newClient(transport, community string, stream streams.Stream, i
 		stream:    stream,
 		sessionID: ident.SessionID,
 		ident:     ident,
-		wake:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
 	}
+	c.alarm = streams.NewAlarm(c.ring)
 	if stream == streams.StreamVisitors {
 		c.visitor = streams.Visitor{ID: ident.Subject, Authenticated: true}
 	}
@@ -220,9 +292,12 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 			snap.Seq, snap.LastID, snap.Count, snap.Today = res.Seq, res.ID, res.Count, res.Today
 		}
 	}
+	c.memo = s.hub.Memo(c.community)
 	s.register(c)
 	cleanup := func() {
-		s.unregister(c)
+		// Unregistered last: OpenClients counts the connection until its
+		// presence is settled on the bus (shutdown waits for it).
+		defer s.unregister(c)
 		leave()
 		if sourceID != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -272,7 +347,7 @@ func (s *Server) readLoop(conn *websocket.Conn, c *client) (code int) {
 		}
 	}
 	conn.SetPongHandler(func(string) error { extend(); return nil })
-	lim := rate.NewLimiter(rate.Limit(s.limits.MessageRate), s.limits.MessageBurst)
+	var lim *rate.Limiter // made with the first message: most clients send none
 	var limitedSince, lastRefused time.Time
 	for {
 		mt, data, err := conn.ReadMessage()
@@ -293,6 +368,9 @@ func (s *Server) readLoop(conn *websocket.Conn, c *client) (code int) {
 		}
 		extend()
 		now := time.Now()
+		if lim == nil {
+			lim = rate.NewLimiter(rate.Limit(s.limits.MessageRate), s.limits.MessageBurst)
+		}
 		if !lim.AllowN(now, 1) {
 			if limitedSince.IsZero() || now.Sub(lastRefused) > time.Second {
 				limitedSince = now

@@ -241,7 +241,7 @@ type sseConnWriter struct {
 	tr     *sseTransport
 	cancel context.CancelFunc
 
-	head  []byte  // status line and headers, until the first flush
+	head  []byte  // status line and headers until the first flush; then empty, not nil
 	body  *[]byte // the chunk being written, from sseBufPool
 	err   error   // the first write error: later writes are dropped
 	renew time.Time
@@ -260,7 +260,7 @@ var sseBufPool = sync.Pool{New: func() any { b := make([]byte, sseChunkRoom, 512
 func (w *sseConnWriter) start() {
 	go func() {
 		defer close(w.readerDone)
-		var b [64]byte
+		var b [8]byte
 		for {
 			if _, err := w.conn.Read(b[:]); err != nil {
 				w.cancel()
@@ -270,7 +270,12 @@ func (w *sseConnWriter) start() {
 	}()
 }
 
-func (w *sseConnWriter) Header() http.Header { return w.header }
+func (w *sseConnWriter) Header() http.Header {
+	if w.header == nil { // after WriteHeader: changes no longer matter
+		return http.Header{}
+	}
+	return w.header
+}
 
 func (w *sseConnWriter) WriteHeader(code int) {
 	if w.head != nil {
@@ -281,11 +286,26 @@ func (w *sseConnWriter) WriteHeader(code int) {
 	w.header.Set("Connection", "close")
 	w.header.Set("Transfer-Encoding", "chunked")
 	w.header.Del("Content-Length")
-	w.head = append(make([]byte, 0, 256), "HTTP/1.1 "+strconv.Itoa(code)+" "+http.StatusText(code)+"\r\n"...)
-	w.head = append(w.head, "Date: "+time.Now().UTC().Format(http.TimeFormat)+"\r\n"...)
-	hw := appendWriter{&w.head}
-	_ = w.header.Write(hw)
-	w.head = append(w.head, "\r\n"...)
+	b := make([]byte, 0, 320)
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\nDate: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "\r\n"...)
+	for k, vs := range w.header {
+		for _, v := range vs {
+			// Header values here are footfall's and r3labs' own; no CR or
+			// LF can reach them.
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	w.head = append(b, "\r\n"...)
+	w.header = nil // r3labs is done with it
 }
 
 func (w *sseConnWriter) Write(p []byte) (int, error) {
@@ -313,7 +333,7 @@ func (w *sseConnWriter) Flush() {
 		}
 		if len(w.head) > 0 {
 			_, w.err = w.conn.Write(w.head)
-			w.head = w.head[:0]
+			w.head = []byte{} // written: keep none of it (not nil: WriteHeader ran)
 		}
 		if w.body != nil && w.err == nil {
 			b := *w.body

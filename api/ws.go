@@ -42,9 +42,10 @@ var writeBufferPool = &sync.Pool{}
 
 // wsReadBufferSize is a connection's read buffer: client messages are
 // small (ping, request_count, auth), and a larger frame is read in several
-// calls. Write buffers come from writeBufferPool only while a message is
+// calls. It holds a whole control frame (at most 131 bytes with its
+// header), as gorilla needs. Write buffers come from writeBufferPool only while a message is
 // being written, so an idle connection holds none.
-const wsReadBufferSize = 512
+const wsReadBufferSize = 256
 
 func (s *Server) upgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{

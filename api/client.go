@@ -93,6 +93,7 @@ type client struct {
 	tr        transport
 	alarm     *streams.Alarm // nil when the client has no Hub (tests)
 	memo      *streams.Memo  // shared encodings of the community; may be nil
+	rs        *wsReadState   // WebSocket inbound rate limiting; reader only
 	// releaseSlot gives back the connection's per-IP slot (limitConnections)
 	// when a hijacked connection ends; nil while the handler holds it.
 	releaseSlot func()

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
@@ -42,14 +43,15 @@ var writeBufferPool = &sync.Pool{}
 
 // wsReadBufferSize is a connection's read buffer: client messages are
 // small (ping, request_count, auth), and a larger frame is read in several
-// calls. It holds a whole control frame (at most 131 bytes with its
-// header), as gorilla needs. Write buffers come from writeBufferPool only while a message is
-// being written, so an idle connection holds none.
-const wsReadBufferSize = 256
+// calls. footfall makes the buffer itself (wsHijacker) so that the reader
+// can see what it holds; gorilla adopts a hijacked reader of more than 256
+// bytes, which also holds any control frame whole (at most 131 bytes).
+const wsReadBufferSize = 288
 
 func (s *Server) upgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{
-		ReadBufferSize:  wsReadBufferSize,
+		// 0: gorilla reads through the buffer wsHijacker returns.
+		ReadBufferSize:  0,
 		WriteBufferPool: writeBufferPool,
 		// Origins are checked by checkOrigin before the upgrade, with an
 		// HTTP 403 (CONTRACT section 7).
@@ -79,7 +81,8 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 		if cred.Subprotocol != "" {
 			hdr.Set("Sec-WebSocket-Protocol", cred.Subprotocol)
 		}
-		conn, err := up.Upgrade(lazyDeadlineHijacker{c.Response()}, r, hdr)
+		h := &wsHijacker{Response: c.Response()}
+		conn, err := up.Upgrade(h, r, hdr)
 		if err != nil {
 			// The upgrader has answered with an HTTP error already.
 			return nil
@@ -93,26 +96,36 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 			refuse(conn, code, reason)
 			return nil
 		}
-		s.startWS(c, conn, community, stream, ident, reqID)
+		s.startWS(c, conn, h.br, community, stream, ident, reqID)
 		return nil
 	}
 }
 
-// lazyDeadlineHijacker hands gorilla a connection whose SetWriteDeadline
-// skips calls that repeat the deadline already set. gorilla sets the
-// connection's deadline before every frame it writes; footfall moves it
-// only every few seconds (wsTransport.write), so most frames cost no
-// runtime timer update.
-type lazyDeadlineHijacker struct {
+// wsHijacker hands gorilla the hijacked connection wrapped in a
+// lazyDeadlineConn, and a small read buffer of footfall's own, which the
+// connection's reader watches (wsIdle).
+//
+// gorilla sets the connection's write deadline before every frame it
+// writes; footfall moves it only every few seconds (wsTransport.write), so
+// through lazyDeadlineConn most frames cost no runtime timer update.
+type wsHijacker struct {
 	*echo.Response
+	br *bufio.Reader // the connection's read buffer; nil if gorilla was not given one
 }
 
-func (h lazyDeadlineHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (h *wsHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := h.Response.Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	return &lazyDeadlineConn{Conn: conn}, brw, nil
+	lc := &lazyDeadlineConn{Conn: conn}
+	if brw.Reader.Buffered() > 0 {
+		// The client sent data before the handshake ended: gorilla
+		// refuses that, seeing it in net/http's reader.
+		return lc, brw, nil
+	}
+	h.br = bufio.NewReaderSize(lc, wsReadBufferSize)
+	return lc, bufio.NewReadWriter(h.br, brw.Writer), nil
 }
 
 // lazyDeadlineConn is a net.Conn whose write deadline is only passed on
@@ -209,7 +222,7 @@ func (t *wsTransport) inline() bool { return false }
 
 // startWS attaches an authenticated connection and starts its reader
 // goroutine, which runs the connection until it ends.
-func (s *Server) startWS(ec echo.Context, conn *websocket.Conn, community string, stream streams.Stream, ident *auth.Identity, reqID string) {
+func (s *Server) startWS(ec echo.Context, conn *websocket.Conn, br *bufio.Reader, community string, stream streams.Stream, ident *auth.Identity, reqID string) {
 	ctx := ec.Request().Context()
 	start := time.Now()
 	c := s.newClient("websocket", community, stream, ident)
@@ -232,13 +245,42 @@ func (s *Server) startWS(ec echo.Context, conn *websocket.Conn, community string
 	// expiry, revocation, Drain) or failed, both of which bound its wait
 	// with a read deadline. The Server counts it in OpenClients until its
 	// very end (cleanup unregisters last).
-	go s.wsReader(conn, c, cleanup, start)
+	go s.wsReader(conn, c, br, cleanup, start)
 }
 
 // wsReader is a WebSocket connection's only permanent goroutine: it reads
 // client messages, then ends the connection.
-func (s *Server) wsReader(conn *websocket.Conn, c *client, cleanup func(), start time.Time) {
-	code := s.readLoop(conn, c)
+//
+// While the client is silent it waits in wsIdle, a few calls deep, and not
+// inside gorilla's frame reader: an idle connection's goroutine then keeps
+// the smallest stack (2 KiB instead of 4), which is a third of what an idle
+// connection costs. br is the connection's read buffer (nil: wait in
+// gorilla).
+func (s *Server) wsReader(conn *websocket.Conn, c *client, br *bufio.Reader, cleanup func(), start time.Time) {
+	s.prepareReader(conn, c)
+	var code int
+	for {
+		if br != nil {
+			if err := wsIdle(conn, c, br); err != nil {
+				// Gone, or silent past the read deadline. As gorilla: a
+				// connection that ends without a close frame is 1006.
+				if errors.Is(err, io.EOF) {
+					code = websocket.CloseAbnormalClosure
+				}
+				break
+			}
+		}
+		var done bool
+		if code, done = s.readOne(conn, c); done {
+			break
+		}
+	}
+	s.endWS(conn, c, code, cleanup, start)
+}
+
+// endWS ends a connection whose reader returned with the peer's close code
+// (or 0).
+func (s *Server) endWS(conn *websocket.Conn, c *client, code int, cleanup func(), start time.Time) {
 	c.finish()
 	_ = conn.Close() // a writer blocked on a dead peer returns now
 	c.writers.Wait()
@@ -325,76 +367,181 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 	return snap, cleanup, nil
 }
 
-// readLoop reads client messages until the connection ends, and returns
-// the close code the peer sent (or 0).
-func (s *Server) readLoop(conn *websocket.Conn, c *client) (code int) {
+// prepareReader sets a connection's read limits, deadline and pong handler.
+func (s *Server) prepareReader(conn *websocket.Conn, c *client) {
+	conn.SetReadLimit(int64(s.limits.MaxFrameBytes))
+	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
+	conn.SetPongHandler(func(string) error { extendRead(conn, c); return nil })
+}
+
+// extendRead gives a connection that showed a sign of life pongWait more,
+// unless it is closing (then the goodbye's deadline stands).
+func extendRead(conn *websocket.Conn, c *client) {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		_ = conn.SetReadDeadline(time.Now().Add(pongWait))
+	}
+}
+
+// wsReadState is the inbound rate limiting of one connection, made with its
+// first message (most clients send none). Only the reader uses it.
+type wsReadState struct {
+	lim                       *rate.Limiter
+	limitedSince, lastRefused time.Time
+}
+
+// wsIdle waits until a client frame is buffered, answering on the way the
+// control frames that arrive whole on their own (ping, pong), so that
+// gorilla's reader, which handles them in a loop that then waits for the
+// next data frame, is only entered when there is a message to read. It
+// returns when a frame that gorilla must read (data, close, or anything
+// unusual or partial) is at the head of the buffer, or the read failed.
+//
+// It only ever consumes whole frames at a message boundary, where gorilla
+// keeps no state about the stream.
+func wsIdle(conn *websocket.Conn, c *client, br *bufio.Reader) error {
+	for {
+		if br.Buffered() == 0 {
+			if err := waitReadable(conn); err != nil {
+				return err
+			}
+			if _, err := br.Peek(1); err != nil {
+				return err
+			}
+		}
+		p, _ := br.Peek(br.Buffered())
+		// A final, unextended, masked ping or pong of at most 125 bytes,
+		// wholly buffered.
+		if len(p) < 2 || (p[0] != 0x80|websocket.PingMessage && p[0] != 0x80|websocket.PongMessage) || p[1]&0x80 == 0 {
+			return nil
+		}
+		n := int(p[1] & 0x7f)
+		size := 2 + 4 + n
+		if n > 125 || len(p) < size {
+			return nil
+		}
+		if p[0]&0x0f == websocket.PongMessage {
+			_, _ = br.Discard(size)
+			extendRead(conn, c)
+			continue
+		}
+		if err := answerPing(conn, br, p[:size]); err != nil {
+			return err
+		}
+	}
+}
+
+// waitReadable waits until the connection has something to read, in as
+// few and as small frames as the runtime allows (a TCP connection's
+// RawConn). Other connections (TLS) return at once: reading waits then.
+//
+//go:noinline
+func waitReadable(conn *websocket.Conn) error {
+	lc, ok := conn.NetConn().(*lazyDeadlineConn)
+	if !ok {
+		return nil
+	}
+	sc, ok := lc.Conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	if _, isTCP := lc.Conn.(*net.TCPConn); !isTCP {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	polled := false
+	return rc.Read(func(uintptr) bool {
+		if polled {
+			return true
+		}
+		polled = true
+		return false // not yet: wait until readable
+	})
+}
+
+// answerPing consumes a client's ping frame and answers it with a pong of
+// the same payload, as gorilla's default ping handler does, with footfall's
+// write wait.
+//
+//go:noinline
+func answerPing(conn *websocket.Conn, br *bufio.Reader, frame []byte) error {
+	data := make([]byte, len(frame)-6)
+	for i := range data {
+		data[i] = frame[6+i] ^ frame[2+i&3]
+	}
+	_, _ = br.Discard(len(frame))
+	err := conn.WriteControl(websocket.PongMessage, data, time.Now().Add(writeWait))
+	if err != nil && err != websocket.ErrCloseSent {
+		if _, ok := err.(net.Error); !ok {
+			return err
+		}
+	}
+	return nil
+}
+
+// readOne reads and handles one client message. done says the connection
+// ended, with the close code the peer sent (or 0).
+func (s *Server) readOne(conn *websocket.Conn, c *client) (code int, done bool) {
 	defer func() {
 		// A panic while handling one client's message ends that
 		// connection only.
 		if p := recover(); p != nil {
 			s.log.Error("panic in connection reader", "conn", c.id, "community", c.community, "panic", p, "stack", string(debug.Stack()))
 			c.closeWith(websocket.CloseInternalServerErr, "internal error")
-			code = websocket.CloseInternalServerErr
+			code, done = websocket.CloseInternalServerErr, true
 		}
 	}()
-	conn.SetReadLimit(int64(s.limits.MaxFrameBytes))
-	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
-	extend := func() {
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
-		if !closing {
-			_ = conn.SetReadDeadline(time.Now().Add(pongWait))
-		}
+	mt, data, err := conn.ReadMessage()
+	if errors.Is(err, websocket.ErrReadLimit) {
+		// gorilla has sent close 1009. Discard the rest of the frame for
+		// a moment, so that closing does not reset the connection and
+		// lose that close frame before the peer reads it.
+		_ = conn.SetReadDeadline(time.Now().Add(closeWait))
+		_, _ = io.Copy(io.Discard, conn.NetConn())
+		return websocket.CloseMessageTooBig, true
 	}
-	conn.SetPongHandler(func(string) error { extend(); return nil })
-	var lim *rate.Limiter // made with the first message: most clients send none
-	var limitedSince, lastRefused time.Time
-	for {
-		mt, data, err := conn.ReadMessage()
-		if errors.Is(err, websocket.ErrReadLimit) {
-			// gorilla has sent close 1009. Discard the rest of the frame for
-			// a moment, so that closing does not reset the connection and
-			// lose that close frame before the peer reads it.
-			_ = conn.SetReadDeadline(time.Now().Add(closeWait))
-			_, _ = io.Copy(io.Discard, conn.NetConn())
-			return websocket.CloseMessageTooBig
+	if err != nil {
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, true
 		}
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				return ce.Code
-			}
-			return 0
-		}
-		extend()
-		now := time.Now()
-		if lim == nil {
-			lim = rate.NewLimiter(rate.Limit(s.limits.MessageRate), s.limits.MessageBurst)
-		}
-		if !lim.AllowN(now, 1) {
-			if limitedSince.IsZero() || now.Sub(lastRefused) > time.Second {
-				limitedSince = now
-			}
-			lastRefused = now
-			if now.Sub(limitedSince) >= rateLimitClose {
-				c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded")
-				continue
-			}
-			c.send("error", encodeError("rate_limited", "too many messages: slow down"))
-			continue
-		}
-		if mt != websocket.TextMessage {
-			c.send("error", encodeError("invalid_message", "binary frames are not supported; send JSON text"))
-			continue
-		}
-		msg, ierr := decodeInbound(data, s.limits.MaxMessageBytes)
-		if ierr != nil {
-			c.send("error", encodeError(ierr.code, ierr.message))
-			continue
-		}
-		s.handleInbound(c, msg)
+		return 0, true
 	}
+	extendRead(conn, c)
+	now := time.Now()
+	rs := c.rs
+	if rs == nil {
+		rs = &wsReadState{lim: rate.NewLimiter(rate.Limit(s.limits.MessageRate), s.limits.MessageBurst)}
+		c.rs = rs
+	}
+	if !rs.lim.AllowN(now, 1) {
+		if rs.limitedSince.IsZero() || now.Sub(rs.lastRefused) > time.Second {
+			rs.limitedSince = now
+		}
+		rs.lastRefused = now
+		if now.Sub(rs.limitedSince) >= rateLimitClose {
+			c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded")
+			return 0, false
+		}
+		c.send("error", encodeError("rate_limited", "too many messages: slow down"))
+		return 0, false
+	}
+	if mt != websocket.TextMessage {
+		c.send("error", encodeError("invalid_message", "binary frames are not supported; send JSON text"))
+		return 0, false
+	}
+	msg, ierr := decodeInbound(data, s.limits.MaxMessageBytes)
+	if ierr != nil {
+		c.send("error", encodeError(ierr.code, ierr.message))
+		return 0, false
+	}
+	s.handleInbound(c, msg)
+	return 0, false
 }
 
 // inbound is a decoded client message.

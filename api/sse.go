@@ -58,7 +58,10 @@ func newSSEServer() *sse.Server {
 	srv := sse.New()
 	srv.AutoReplay = false
 	srv.AutoStream = false
-	srv.BufferSize = 32
+	// A stream's queue in front of its subscriber's (64 events, fixed by
+	// r3labs): past both, TryPublish fails and the client is a slow
+	// consumer.
+	srv.BufferSize = 16
 	srv.Headers = map[string]string{"X-Accel-Buffering": "no"}
 	return srv
 }
@@ -143,31 +146,8 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		// (it answers 400 to a non-numeric one) and no ?token=.
 		req := (&http.Request{Method: http.MethodGet, URL: &url.URL{RawQuery: "stream=" + streamID}, Header: http.Header{}}).WithContext(ctx)
 
-		start := time.Now()
 		done := make(chan struct{})
-		go func() {
-			// The stream's goroutine: it serves the response until the
-			// client goes, the writer ends the stream (cancel) or the
-			// stream is closed, then ends the connection.
-			defer close(done)
-			w.start()
-			s.sse.ServeHTTP(w, req)
-			c.finish()
-			cancel()
-			c.writers.Wait()
-			s.sse.RemoveStream(streamID) // after ServeHTTP returned: no subscriber left
-			w.finish()
-			c.mu.Lock()
-			code := c.code
-			c.mu.Unlock()
-			s.metrics.ended(c, code, time.Since(start))
-			s.log.Info("connection closed", "request_id", c.reqID, "community", c.community, "stream", string(c.stream), "transport", "sse",
-				"conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
-			if c.releaseSlot != nil {
-				c.releaseSlot()
-			}
-			cleanup()
-		}()
+		go s.runSSE(c, w, req, cancel, cleanup, done)
 		// r3labs flushes the headers once the subscriber is attached; an
 		// event published before that would be lost, so the stream's first
 		// message waits for that flush (events meanwhile wait in early).
@@ -186,6 +166,36 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		}
 		return nil
 	}
+}
+
+// runSSE is a stream's goroutine: it serves the response until the client
+// goes, the client's writer ends the stream (cancel) or the stream is
+// closed, then ends the connection. It closes done when it is finished.
+func (s *Server) runSSE(c *client, w sseResponse, req *http.Request, cancel context.CancelFunc, cleanup func(), done chan struct{}) {
+	defer close(done)
+	start := time.Now()
+	w.start()
+	s.sse.ServeHTTP(w, req)
+	s.endSSE(c, w, cancel, cleanup, start)
+}
+
+// endSSE ends a stream whose ServeHTTP returned.
+func (s *Server) endSSE(c *client, w sseResponse, cancel context.CancelFunc, cleanup func(), start time.Time) {
+	c.finish()
+	cancel()
+	c.writers.Wait()
+	s.sse.RemoveStream(c.tr.(*sseTransport).stream) // after ServeHTTP returned: no subscriber left
+	w.finish()
+	c.mu.Lock()
+	code := c.code
+	c.mu.Unlock()
+	s.metrics.ended(c, code, time.Since(start))
+	s.log.Info("connection closed", "request_id", c.reqID, "community", c.community, "stream", string(c.stream), "transport", "sse",
+		"conn", c.id, "code", code, "duration_ms", time.Since(start).Milliseconds())
+	if c.releaseSlot != nil {
+		c.releaseSlot()
+	}
+	cleanup()
 }
 
 // sseResponse is the http.ResponseWriter r3labs writes a stream to.
@@ -257,17 +267,31 @@ var sseBufPool = sync.Pool{New: func() any { b := make([]byte, sseChunkRoom, 512
 
 // start runs the reader that notices the client going: an SSE client
 // sends nothing after its request, so any read that ends means it is gone.
-func (w *sseConnWriter) start() {
-	go func() {
-		defer close(w.readerDone)
-		var b [8]byte
-		for {
-			if _, err := w.conn.Read(b[:]); err != nil {
-				w.cancel()
-				return
-			}
+func (w *sseConnWriter) start() { go w.watch() }
+
+// watch is the connection's reader goroutine. It waits for the connection
+// to turn readable in few, small frames (like a WebSocket's wsIdle), so that
+// it keeps the smallest stack.
+func (w *sseConnWriter) watch() {
+	defer close(w.readerDone)
+	for {
+		if err := waitConnReadable(w.conn); err != nil {
+			break
 		}
-	}()
+		if !w.drain() {
+			break
+		}
+	}
+	w.cancel()
+}
+
+// drain reads what the client sent; false when the connection ended.
+//
+//go:noinline
+func (w *sseConnWriter) drain() bool {
+	var b [64]byte
+	_, err := w.conn.Read(b[:])
+	return err == nil
 }
 
 func (w *sseConnWriter) Header() http.Header {

@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
@@ -443,14 +442,19 @@ func waitReadable(conn *websocket.Conn) error {
 	if !ok {
 		return nil
 	}
-	sc, ok := lc.Conn.(syscall.Conn)
+	return waitConnReadable(lc.Conn)
+}
+
+// waitConnReadable waits until a TCP connection has something to read (or
+// its read deadline passes); for any other connection it returns at once.
+//
+//go:noinline
+func waitConnReadable(conn net.Conn) error {
+	tc, ok := conn.(*net.TCPConn)
 	if !ok {
 		return nil
 	}
-	if _, isTCP := lc.Conn.(*net.TCPConn); !isTCP {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := tc.SyscallConn()
 	if err != nil {
 		return nil
 	}

@@ -352,7 +352,64 @@ func (c *client) scheduleLocked() {
 		c.flushLocked(now)
 		return
 	}
+	if !c.closing && c.writeNowLocked(now) {
+		return
+	}
 	c.startWriterLocked()
+}
+
+// nonBlockingWriter is a transport that can try a message without blocking
+// (a WebSocket on plain TCP).
+type nonBlockingWriter interface {
+	// tryLock takes the connection's write lock, if no one holds it.
+	tryLock() bool
+	unlock()
+	// writeNow writes m as far as the socket takes it and returns the
+	// rest (nil: all written).
+	writeNow(m outMsg) (rest []byte, err error)
+	// hand passes the write lock and rest to the writer goroutine.
+	hand(rest []byte)
+}
+
+// writeNowLocked writes what is ready right here, without blocking, when
+// the transport allows it: most messages then need no goroutine. If the
+// socket is full, what remains is the writer goroutine's. It reports
+// whether it dealt with everything that was ready. Callers hold c.mu.
+func (c *client) writeNowLocked(now time.Time) bool {
+	nw, ok := c.tr.(nonBlockingWriter)
+	if !ok {
+		return false
+	}
+	// Keepalives and expiry are the writer goroutine's.
+	if (!c.nextKeepalive.IsZero() && !now.Before(c.nextKeepalive)) ||
+		(c.ident != nil && !c.ident.ExpiresAt.IsZero() && !now.Before(c.ident.ExpiresAt)) {
+		return false
+	}
+	if !nw.tryLock() {
+		return false // someone is writing: the writer goroutine waits for them
+	}
+	b := c.collectLocked(now)
+	for i, m := range b.msgs {
+		rest, err := nw.writeNow(m)
+		if err != nil {
+			nw.unlock()
+			c.failLocked(err)
+			return true
+		}
+		c.sent.Inc()
+		if rest != nil {
+			// The socket is full: the rest of this frame, then the
+			// messages after it, are the writer goroutine's.
+			nw.hand(rest)
+			c.queue = append(b.msgs[i+1:len(b.msgs):len(b.msgs)], c.queue...)
+			c.startWriterLocked()
+			return true
+		}
+	}
+	nw.unlock()
+	next, _ := c.dueLocked(now)
+	c.bookLocked(next)
+	return true
 }
 
 // startWriterLocked starts the writer goroutine. Callers hold c.mu and
@@ -469,6 +526,13 @@ func (c *client) runWriter() {
 // booking the alarm for what falls due next), after writing a goodbye, or
 // on a write error.
 func (c *client) writeLoop() {
+	// First the rest of a frame an inline write could not finish.
+	if r, ok := c.tr.(interface{ resume() error }); ok {
+		if err := r.resume(); err != nil {
+			c.fail(err)
+			return
+		}
+	}
 	for {
 		now := c.srv.now()
 		b := c.collect(now)

@@ -15,12 +15,14 @@ type panicky struct{ ended chan struct{} }
 func (panicky) write(outMsg) error       { panic("boom") }
 func (panicky) keepalive() error         { return nil }
 func (p panicky) end(code int, _ string) { close(p.ended) }
+func (panicky) abort()                   {}
+func (panicky) inline() bool             { return false }
 
 // TestWriterPanicEndsOnlyItsConnection: a panic in a connection's writer
 // is recovered and marks that client closed; the process lives on.
 func TestWriterPanicEndsOnlyItsConnection(t *testing.T) {
 	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now}
-	c := &client{srv: s, wake: make(chan struct{}, 1), done: make(chan struct{}), keepaliveEvery: time.Hour, ident: nil}
+	c := &client{srv: s, keepaliveEvery: time.Hour, ident: nil}
 	c.tr = panicky{ended: make(chan struct{})}
 	c.queue = []outMsg{{typ: "pong", data: []byte(`{}`)}}
 	finished := make(chan struct{})
@@ -43,14 +45,16 @@ func TestWriterPanicEndsOnlyItsConnection(t *testing.T) {
 // with the change; one that finds the same sends nothing.
 func TestRefreshConverges(t *testing.T) {
 	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now}
-	c := &client{srv: s, stream: streams.StreamVisitors, community: "c1", wake: make(chan struct{}, 1), done: make(chan struct{}), begun: true}
+	// writing: as if a writer were running, so that Deliver only records
+	// and collect below takes what it recorded.
+	c := &client{srv: s, stream: streams.StreamVisitors, community: "c1", begun: true, writing: true}
 	c.count, c.sentCount, c.seq = 5, 5, 10
 	c.Deliver(&streams.Event{Type: streams.TypeRefresh, Seq: 10, Count: 5})
-	if msgs, _, _, _, _ := c.collect(time.Now()); len(msgs) != 0 {
+	if msgs := c.collect(time.Now()).msgs; len(msgs) != 0 {
 		t.Fatalf("refresh with the same count sent %d messages; want none", len(msgs))
 	}
 	c.Deliver(&streams.Event{Type: streams.TypeRefresh, Seq: 10, Count: 3})
-	msgs, _, _, _, _ := c.collect(time.Now())
+	msgs := c.collect(time.Now()).msgs
 	if len(msgs) != 1 || !strings.Contains(string(msgs[0].data), `"type":"visitor_count"`) || !strings.Contains(string(msgs[0].data), `"count":3,"change":-2`) {
 		t.Fatalf("refresh with another count sent %v; want one visitor_count with count 3 change -2", msgs)
 	}

@@ -163,7 +163,28 @@ func (s *Server) limitConnections(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Response().Header().Set("Retry-After", "1")
 			return &httpError{Status: http.StatusTooManyRequests, Slug: "rate_limited", Message: reason}
 		}
-		defer s.ipLimits.release(ip)
-		return next(c)
+		c.Set(connSlotKey, func() { s.ipLimits.release(ip) })
+		err := next(c)
+		if release, _ := c.Get(connSlotKey).(func()); release != nil {
+			release() // the handler did not keep the connection
+		}
+		return err
 	}
+}
+
+// connSlotKey is the echo context key under which limitConnections leaves
+// the release of the request's open-connection slot. A handler that keeps
+// the connection after it returns (a hijacked stream) takes the release
+// with takeConnSlot and calls it when the connection ends.
+const connSlotKey = "footfall.connSlot"
+
+// takeConnSlot takes over the release of c's open-connection slot; it
+// returns a no-op when there is none.
+func takeConnSlot(c echo.Context) func() {
+	release, _ := c.Get(connSlotKey).(func())
+	if release == nil {
+		return func() {}
+	}
+	c.Set(connSlotKey, nil)
+	return release
 }

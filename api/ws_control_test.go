@@ -1,0 +1,120 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// TestClientControlFrames: pings from a client are answered with a pong of
+// the same payload and pongs are taken quietly, whether they arrive alone on
+// an idle connection or next to messages, and the connection carries on.
+func TestClientControlFrames(t *testing.T) {
+	g := newGateway(t, nil)
+	c := g.dial(visitorsPath(community1), member(t, "alice"))
+	c.readType("visitor_count")
+	pongs := make(chan string, 10)
+	c.conn.SetPongHandler(func(s string) error { pongs <- s; return nil })
+
+	deadline := time.Now().Add(time.Second)
+	// Alone on an idle connection, then several at once, then one next to
+	// a message.
+	for _, payload := range []string{"idle", "a", "b"} {
+		if err := c.conn.WriteControl(websocket.PingMessage, []byte(payload), deadline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.conn.WriteControl(websocket.PongMessage, []byte("unsolicited"), deadline); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.conn.WriteControl(websocket.PingMessage, []byte("with-message"), deadline); err != nil {
+		t.Fatal(err)
+	}
+	c.quiet() // a ping message answered by a pong message: reads the pong frames on the way
+	for _, want := range []string{"idle", "a", "b", "with-message"} {
+		select {
+		case got := <-pongs:
+			if got != want {
+				t.Fatalf("pong payload = %q; want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no pong for ping %q", want)
+		}
+	}
+	c.quiet()
+}
+
+// TestWSSlowClientDoesNotStallOthers holds one WebSocket client that never
+// reads while another receives every broadcast intact: large frames that
+// fill sockets are finished by writer goroutines, and the stalled client is
+// dropped as a slow consumer.
+func TestWSSlowClientDoesNotStallOthers(t *testing.T) {
+	g := newGateway(t, nil)
+	small := &websocket.Dialer{
+		Subprotocols: []string{"bearer", member(t, "stalled")},
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(4096)
+			}
+			return c, err
+		},
+	}
+	stalled := g.dialWith(visitorsPath(community1), small, nil)
+	_ = stalled // never read
+
+	fast := g.dial(visitorsPath(community1), member(t, "fast"))
+	fast.readType("visitor_count")
+	fast.readType("visitor_joined") // fast itself
+	pad := strings.Repeat("x", 32<<10)
+	const n = 300
+	got := make(chan error, 1)
+	go func() {
+		seen := 0
+		for seen < n {
+			_ = fast.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, data, err := fast.conn.ReadMessage()
+			if err != nil {
+				got <- fmt.Errorf("after %d broadcasts: %v", seen, err)
+				return
+			}
+			var m map[string]any
+			if err := json.Unmarshal(data, &m); err != nil {
+				got <- fmt.Errorf("message %d is not JSON (%d bytes): %v", seen, len(data), err)
+				return
+			}
+			if p, _ := m["pad"].(string); p == pad {
+				if c, _ := m["count"].(float64); int(c) != seen {
+					got <- fmt.Errorf("broadcast %d arrived as number %d", int(c), seen)
+					return
+				}
+				seen++
+			}
+		}
+		got <- nil
+	}()
+	for i := range n {
+		code, _ := g.service("POST", "/api/v1/communities/"+community1+"/broadcast", map[string]any{
+			"stream": "visitors", "message": map[string]any{"type": "visitor_count", "community_id": community1, "count": i, "timestamp": "2025-10-10T14:30:00Z", "pad": pad},
+		})
+		if code != 202 {
+			t.Fatalf("broadcast %d = %d", i, code)
+		}
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// Its goodbye waits for the write deadline of the frame it is stuck on.
+	deadline := time.Now().Add(30 * time.Second)
+	for g.srv.OpenClients() > 1 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := g.srv.OpenClients(); n != 1 {
+		t.Fatalf("OpenClients = %d; want 1 (the stalled client dropped)", n)
+	}
+}

@@ -66,11 +66,12 @@ func TestWSSlowClientDoesNotStallOthers(t *testing.T) {
 		},
 	}
 	stalled := g.dialWith(visitorsPath(community1), small, nil)
-	_ = stalled // never read
+	stalled.readType("visitor_count") // joined; it reads nothing more
 
 	fast := g.dial(visitorsPath(community1), member(t, "fast"))
-	fast.readType("visitor_count")
-	fast.readType("visitor_joined") // fast itself
+	if m := fast.readType("visitor_count"); m.num("count") != 2 {
+		t.Fatalf("fast's first message = %v; want count 2", m)
+	}
 	pad := strings.Repeat("x", 32<<10)
 	const n = 300
 	got := make(chan error, 1)

@@ -122,7 +122,7 @@ func TestBusMetricsValkey(t *testing.T) {
 	v.readType("visitor_count")
 	readFor(w, 5*time.Second, "visitor_joined", countIs(2))
 	doomedBus.Abandon()
-	doomed.ts.CloseClientConnections()
+	v.conn.Close() // its node would never say goodbye for it
 	readFor(w, 10*nodeTTL, "visitor_left", countIs(1))
 	a.waitMetrics(10*time.Second, "a reaped lease", func(m map[string]float64) bool {
 		return m["footfall_bus_leases_reaped_total"] >= 1

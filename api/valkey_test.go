@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/footfall/footfall/api"
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/internal/cutproxy"
 	"github.com/footfall/footfall/streams/valkey"
 	"github.com/footfall/footfall/streams/valkey/valkeytest"
 )
@@ -218,7 +218,7 @@ func testKilledNode(t *testing.T, url string) {
 	// drops its connections.
 	killed := time.Now()
 	doomedBus.Abandon()
-	doomed.ts.CloseClientConnections()
+	v.conn.Close() // its node would never say goodbye for it
 	m, seen := readFor(w, 10*nodeTTL, "visitor_left", nil)
 	if m.num("count") != 1 {
 		t.Fatalf("watcher saw %v; want visitor_left count 1", m)
@@ -411,9 +411,13 @@ func testOutage(t *testing.T, url string, srv *valkeytest.Server, c string) {
 // revoked one.
 func TestValkeyRevocationDuringCutOff(t *testing.T) {
 	srv := valkeytest.Start(t)
-	proxy := newCutProxy(t, srv.Addr)
+	proxy, err := cutproxy.New(srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
 	a, _ := valkeyNode(t, srv.URL())
-	b, _ := valkeyNode(t, "redis://"+proxy.addr())
+	b, _ := valkeyNode(t, "redis://"+proxy.Addr())
 	c := randomCommunity()
 	code, m := a.service("POST", "/api/v1/sessions", map[string]any{"user_id": "cut-user", "communities": map[string]string{c: "member"}})
 	if code != 201 {
@@ -425,12 +429,12 @@ func TestValkeyRevocationDuringCutOff(t *testing.T) {
 	other := b.dial(visitorsPath(c), memberOf(t, "other", c))
 	other.readType("visitor_count")
 
-	proxy.cut()
+	proxy.Cut()
 	if code, _ := a.service("DELETE", "/api/v1/sessions/"+sid, nil); code != 204 {
 		t.Fatalf("revoke on node A = %d; want 204", code)
 	}
 	time.Sleep(500 * time.Millisecond)
-	proxy.restore()
+	proxy.Restore()
 	// Node B learns of the revocation when it is back.
 	_ = onB.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 	for {
@@ -447,86 +451,4 @@ func TestValkeyRevocationDuringCutOff(t *testing.T) {
 	// The other visitor's stream on node B stays open.
 	other.send(map[string]string{"type": "ping"})
 	readFor(other, 5*time.Second, "pong", nil)
-}
-
-// cutProxy is a TCP proxy between a node and Valkey that the test can cut
-// (every connection dropped, new ones refused) and restore: a network
-// partition of one node.
-type cutProxy struct {
-	t      *testing.T
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{t: t, ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down {
-			p.mu.Unlock()
-			in.Close()
-			continue
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			in.Close()
-			continue
-		}
-		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
-		p.wg.Add(2)
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-		}
-		go pipe(out, in)
-		go pipe(in, out)
-	}
-}
-
-// cut drops every proxied connection and refuses new ones until restore.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
-}
-
-func (p *cutProxy) restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = false
 }

@@ -67,13 +67,16 @@ type outMsg struct {
 const maxEarly = 1024
 
 // client is one open stream of one community: the state it has been sent
-// and what is pending. Fanout (Deliver) only records under the client's
-// lock and makes sure someone writes:
+// and what is pending. Whoever changes it (the Hub's fanout in Deliver,
+// the reader with a reply, the alarm) records under the client's lock and
+// makes sure the ready messages get written:
 //
-//   - A blocking transport (WebSocket) gets a writer goroutine started on
-//     demand: it writes until nothing is ready and exits. An idle
-//     connection has no writer goroutine and no timer; a slow client only
-//     ever holds up its own writer.
+//   - A WebSocket on plain TCP tries them at once without blocking
+//     (writeNowLocked). Only what a full socket does not take goes to a
+//     writer goroutine, started on demand, which writes until nothing is
+//     ready and exits; keepalives and goodbyes are always its job (and
+//     everything, on TLS). An idle connection has no writer goroutine and
+//     no timer; a slow client only ever holds up its own writer.
 //   - An inline transport (SSE, whose r3labs stream has goroutines of its
 //     own) is written at once by whoever changed the state.
 //

@@ -34,8 +34,8 @@ func (s *Server) restCount(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body := encodeCount(visitorCount{Type: "visitor_count", CommunityID: community, Count: state.Count, Timestamp: rfc3339(state.Changed)})
-	return snapshotResponse(c, body)
+	body, etag := s.polls.countSnapshot(community, state)
+	return taggedResponse(c, body, etag)
 }
 
 // restDashboard is GET /api/v1/communities/{id}/visitor-dashboard.
@@ -59,8 +59,16 @@ func (s *Server) restDashboard(c echo.Context) error {
 // timestamp is the time of the last change, so the tag is stable while
 // nothing changes) and 304 to a matching If-None-Match.
 func snapshotResponse(c echo.Context, body []byte) error {
+	return taggedResponse(c, body, etagOf(body))
+}
+
+func etagOf(body []byte) string {
 	sum := sha256.Sum256(body)
-	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+	return `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+}
+
+// taggedResponse answers body with its ETag, or 304.
+func taggedResponse(c echo.Context, body []byte, etag string) error {
 	h := c.Response().Header()
 	h.Set("ETag", etag)
 	h.Set("Cache-Control", "no-cache")
@@ -90,6 +98,34 @@ type pollLeases struct {
 	mu     sync.Mutex
 	leases map[string]*pollLease
 	beats  map[string]time.Time // community + "\x00" + sub -> last touch
+	// counts holds each polled community's count answer, encoded with its
+	// ETag, while the count and its time stay the same: most polls then
+	// encode and hash nothing.
+	counts map[string]encodedCount
+}
+
+type encodedCount struct {
+	count   int
+	changed time.Time
+	body    []byte
+	etag    string
+}
+
+// countSnapshot returns the visitor_count answer to a poll of community in
+// state, and its ETag.
+func (p *pollLeases) countSnapshot(community string, state streams.Snapshot) ([]byte, string) {
+	p.mu.Lock()
+	e, ok := p.counts[community]
+	p.mu.Unlock()
+	if ok && e.count == state.Count && e.changed.Equal(state.Changed) {
+		return e.body, e.etag
+	}
+	body := encodeCount(visitorCount{Type: "visitor_count", CommunityID: community, Count: state.Count, Timestamp: rfc3339(state.Changed)})
+	e = encodedCount{count: state.Count, changed: state.Changed, body: body, etag: etagOf(body)}
+	p.mu.Lock()
+	p.counts[community] = e
+	p.mu.Unlock()
+	return e.body, e.etag
 }
 
 type pollLease struct {
@@ -105,7 +141,7 @@ type pollSubscriber struct{}
 func (pollSubscriber) Deliver(*streams.Event) {}
 
 func newPollLeases(s *Server) *pollLeases {
-	return &pollLeases{srv: s, leases: make(map[string]*pollLease), beats: make(map[string]time.Time)}
+	return &pollLeases{srv: s, leases: make(map[string]*pollLease), beats: make(map[string]time.Time), counts: make(map[string]encodedCount)}
 }
 
 // state returns the node's state of community, subscribing to it first if
@@ -186,6 +222,7 @@ func (p *pollLeases) expire(now time.Time) {
 		}
 		if now.Sub(l.last) > 2*ttl {
 			delete(p.leases, id)
+			delete(p.counts, id)
 			drop = append(drop, l)
 		}
 	}

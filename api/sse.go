@@ -26,10 +26,11 @@ import (
 //   - Fanout: one r3labs stream per connection, never per community. An
 //     r3labs stream's Publish waits for its slowest subscriber, and counts
 //     are per-client state (coalesced, with `change` relative to what that
-//     client was sent), so the Hub and the client's writer do the fanout and
-//     the r3labs stream only carries one client's already-decided messages.
-//     The writer feeds it with TryPublish: a full buffer means a slow
-//     consumer, and only that connection ends.
+//     client was sent), so the Hub and the client do the fanout and the
+//     r3labs stream only carries one client's already-decided messages.
+//     The client feeds it with TryPublish, which never blocks, right where a
+//     message becomes ready (no footfall writer goroutine): a full buffer
+//     means a slow consumer, and only that connection ends.
 //   - Replay and ids: AutoReplay is off (its log grows without bound and
 //     replays everything). Event ids come from the bus; Last-Event-ID (or
 //     ?last_event_id=) is answered from the bus history before the stream
@@ -42,9 +43,13 @@ import (
 //     Events always carry data or a comment (an empty one would close the
 //     stream's connections).
 //   - Headers, heartbeats, deadlines: X-Accel-Buffering: no is set through
-//     the server's Headers, heartbeats are comment events sent by the
-//     client's writer, and every write gets a deadline through a wrapped
-//     ResponseWriter.
+//     the server's Headers, heartbeats are comment events booked as the
+//     client's alarm, and the ResponseWriter r3labs gets keeps a write
+//     deadline on the connection, moved forward every few seconds.
+//   - Memory: an HTTP/1.1 stream is hijacked and ServeHTTP runs in a
+//     goroutine of its own against a writer of the raw connection
+//     (sseConnWriter), so that net/http's per-connection state is freed; see
+//     serveSSE.
 
 // sseRetry is the reconnection delay hinted to EventSource clients;
 // sseShutdownRetry the one sent when a node stops (reconnect at once,

@@ -23,7 +23,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-const (
+// Timings (variables so that a test can shorten them).
+var (
 	// writeWait bounds every write: a client that does not take a frame in
 	// this time is gone.
 	writeWait = 10 * time.Second
@@ -31,6 +32,9 @@ const (
 	// peer is kept.
 	pingEvery = 25 * time.Second
 	pongWait  = 60 * time.Second
+)
+
+const (
 	// closeWait is how long a server-initiated close waits for the peer's
 	// answer before dropping the TCP connection.
 	closeWait = 2 * time.Second
@@ -173,6 +177,20 @@ func (c *lazyDeadlineConn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
+// keepDeadline moves the write deadline to now+writeWait when it is unset
+// or less than writeWait/2 away: every frame gets at least writeWait/2 to
+// go out, and the deadline (a runtime timer) is touched once every few
+// seconds, not once per frame.
+func (c *lazyDeadlineConn) keepDeadline(now time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !c.wd.IsZero() && c.wd.Sub(now) >= writeWait/2 {
+		return
+	}
+	c.wd = now.Add(writeWait)
+	_ = c.Conn.SetWriteDeadline(c.wd)
+}
+
 func (c *lazyDeadlineConn) SetDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
@@ -224,12 +242,6 @@ type wsTransport struct {
 
 	held bool   // lc.wmu was handed over by an inline write with rest unwritten
 	rest []byte // the unwritten tail of that frame
-
-	// The writer goroutine's deadline: renew is when the write deadline is
-	// next moved forward: every frame gets at least writeWait/2 to go out,
-	// and the deadline (a runtime timer) is touched once every few seconds,
-	// not once per frame.
-	renew time.Time
 
 	// rawWrite's arguments and results, kept here so that a non-blocking
 	// write allocates nothing.
@@ -295,6 +307,10 @@ func (t *wsTransport) writeNow(m outMsg) ([]byte, error) {
 		return nil, websocket.ErrCloseSent
 	}
 	b := m.frame()
+	// A raw write fails once the connection's write deadline has passed,
+	// and gorilla's control frames (the keepalive ping, pongs) set it too:
+	// keep it ahead of every write, not only the blocking ones.
+	t.lc.keepDeadline(time.Now())
 	t.rawBuf = b
 	err := t.raw.Write(t.rawFn)
 	n, werr := t.rawN, t.rawErr
@@ -341,10 +357,7 @@ func (t *wsTransport) writeLocked(b []byte) error {
 	if t.lc.closeSent {
 		return websocket.ErrCloseSent
 	}
-	if now := time.Now(); now.After(t.renew) {
-		_ = t.lc.SetWriteDeadline(now.Add(writeWait))
-		t.renew = now.Add(writeWait / 2)
-	}
+	t.lc.keepDeadline(time.Now())
 	_, err := t.lc.Conn.Write(b)
 	return err
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/footfall/footfall/api"
 )
 
 // TestClientControlFrames: pings from a client are answered with a pong of
@@ -117,5 +119,43 @@ func TestWSSlowClientDoesNotStallOthers(t *testing.T) {
 	}
 	if n := g.srv.OpenClients(); n != 1 {
 		t.Fatalf("OpenClients = %d; want 1 (the stalled client dropped)", n)
+	}
+}
+
+// TestWSSurvivesKeepaliveUnderBroadcasts: a client receiving a steady
+// stream of broadcasts stays connected across several keepalive pings
+// (the ping's write deadline once expired under frames written without
+// blocking, and every such connection was dropped writeWait after its
+// first ping).
+func TestWSSurvivesKeepaliveUnderBroadcasts(t *testing.T) {
+	defer api.SetKeepaliveForTest(300*time.Millisecond, 100*time.Millisecond)() // pings further apart than a write wait, as in production (25 s, 10 s)
+	g := newGateway(t, nil)
+	d := g.dial(dashboardPath(community1), moderator(t, "mod"))
+	d.readType("dashboard_update")
+	const n = 40 // 2 s: about 6 pings
+	done := make(chan error, 1)
+	go func() {
+		seen := 0
+		for seen < n {
+			_ = d.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, data, err := d.conn.ReadMessage()
+			if err != nil {
+				done <- fmt.Errorf("after %d of %d broadcasts: %v", seen, n, err)
+				return
+			}
+			if strings.Contains(string(data), `"analytics_update"`) {
+				seen++
+			}
+		}
+		done <- nil
+	}()
+	for i := range n {
+		if code, _ := g.service("POST", "/api/v1/communities/"+community1+"/metrics", map[string]any{"metric": "tick", "value": i}); code != 202 {
+			t.Fatalf("metric %d = %d", i, code)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/streams"
+	"github.com/footfall/footfall/streams/internal/delivery"
 )
 
 // Defaults and limits of Options.
@@ -98,7 +99,7 @@ type Bus struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
-	queue deliveryQueue
+	queue *delivery.Queue[item]
 
 	mu    sync.RWMutex // guards comms (the map, not the communities)
 	comms map[string]*community
@@ -124,7 +125,7 @@ func New(opts Options) *Bus {
 		comms:    make(map[string]*community),
 		sessions: make(map[string]*sessionRecord),
 	}
-	b.queue.wake = make(chan struct{}, 1)
+	b.queue = delivery.New[item]()
 	b.wg.Add(2)
 	go func() { defer b.wg.Done(); b.deliver() }()
 	go func() { defer b.wg.Done(); b.reap() }()
@@ -174,7 +175,7 @@ func (b *Bus) Close() error {
 // Pending is the number of events and revocations waiting for the delivery
 // goroutine. Handlers do not block, so it stays near zero; a growing value
 // means a handler broke that rule (export it as a metric).
-func (b *Bus) Pending() int { return b.queue.len() }
+func (b *Bus) Pending() int { return b.queue.Len() }
 
 // ---------------------------------------------------------------------------
 // Communities
@@ -374,7 +375,7 @@ func (b *Bus) publishLocked(c *community, e streams.Event, now time.Time) stream
 	c.history = append(c.history, stored{e: e, at: now})
 	b.trimHistory(c, now)
 	delivered := e
-	b.queue.push(item{c: c, e: &delivered})
+	b.queue.Push(item{c: c, e: &delivered})
 	return e
 }
 
@@ -630,78 +631,19 @@ type item struct {
 	revoked string
 }
 
-// deliveryQueue is an unbounded FIFO between publishers and the one
-// delivery goroutine.
-//
-// Why one goroutine and a queue rather than delivering on the publisher's
-// goroutine: a handler may call back into the bus (Publish, Touch, even
-// Subscribe). Delivering from the publisher would need a per-community
-// delivery lock held across handler calls to keep Seq order, and a handler
-// publishing to its own community would then wait on itself. With the
-// queue, publishers only append (under the community lock, which fixes
-// the order) and never wait for handlers; the delivery goroutine holds no
-// bus lock while a handler runs. Unbounded, because a publisher must never
-// block or lose an event of a presence change it already made; handlers do
-// not block by contract, and Bus.Pending exposes the length to watch.
-type deliveryQueue struct {
-	mu    sync.Mutex
-	items []item
-	wake  chan struct{} // capacity 1: "items is not empty"
-}
-
-func (q *deliveryQueue) push(it item) {
-	q.mu.Lock()
-	q.items = append(q.items, it)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-// take swaps out the queued items, handing back spare as the next buffer.
-func (q *deliveryQueue) take(spare []item) []item {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	items := q.items
-	q.items = spare[:0]
-	return items
-}
-
-func (q *deliveryQueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
-}
-
 // deliver is the delivery goroutine. It exits when Close closes b.stop.
 func (b *Bus) deliver() {
-	var batch []item
-	for {
-		select {
-		case <-b.stop:
+	b.queue.Run(b.stop, func(it item) {
+		if it.c != nil {
+			for _, s := range it.c.loadSubs() {
+				s.deliver(it.e)
+			}
 			return
-		case <-b.queue.wake:
 		}
-		batch = b.queue.take(batch)
-		for i, it := range batch {
-			select {
-			case <-b.stop:
-				return
-			default:
-			}
-			if it.c != nil {
-				for _, s := range it.c.loadSubs() {
-					s.deliver(it.e)
-				}
-			} else {
-				for _, r := range b.loadRevokers() {
-					r.deliver(it.revoked)
-				}
-			}
-			batch[i] = item{}
+		for _, r := range b.loadRevokers() {
+			r.deliver(it.revoked)
 		}
-	}
+	})
 }
 
 // ---------------------------------------------------------------------------
@@ -814,7 +756,7 @@ func (b *Bus) RevokeSession(ctx context.Context, id string) error {
 	// The record stays until SessionRetention after the expiry (later
 	// than now: the session was live), as set by CreateSession.
 	r.revoked = true
-	b.queue.push(item{revoked: id})
+	b.queue.Push(item{revoked: id})
 	return nil
 }
 

@@ -485,7 +485,7 @@ func (b *Bus) acceptLocked(t *topic, f framed) {
 	}
 	t.epoch, t.last = f.epoch, f.e.Seq
 	t.maxSeen = max(t.maxSeen, f.e.Seq)
-	b.queue.push(item{t: t, f: f})
+	b.queue.Push(item{t: t, f: f})
 }
 
 // onTopicResubscribed runs when a topic's subscription is back after a
@@ -664,7 +664,7 @@ func (b *Bus) Subscribe(ctx context.Context, community string, h streams.Handler
 		}
 	}
 	t.mu.Unlock()
-	b.queue.push(item{start: s})
+	b.queue.Push(item{start: s})
 
 	var once sync.Once
 	return func() {
@@ -691,75 +691,27 @@ type item struct {
 	reconnect bool
 }
 
-// deliveryQueue is an unbounded FIFO between valkey-go's receive callbacks
-// (which must never block) and the one delivery goroutine, as in the
-// memory bus. Handlers do not block by contract; Bus.Pending exposes the
-// length to watch.
-type deliveryQueue struct {
-	mu    sync.Mutex
-	items []item
-	wake  chan struct{} // capacity 1: "items is not empty"
-}
-
-func (q *deliveryQueue) push(it item) {
-	q.mu.Lock()
-	q.items = append(q.items, it)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (q *deliveryQueue) take(spare []item) []item {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	items := q.items
-	q.items = spare[:0]
-	return items
-}
-
-func (q *deliveryQueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
-}
-
-// deliver is the delivery goroutine. It exits when Close closes b.stop.
+// deliver is the delivery goroutine (see streams/internal/delivery for
+// why there is one). It exits when Close closes b.stop.
 func (b *Bus) deliver() {
-	var batch []item
-	for {
-		select {
-		case <-b.stop:
-			return
-		case <-b.queue.wake:
-		}
-		batch = b.queue.take(batch)
-		for i, it := range batch {
-			select {
-			case <-b.stop:
-				return
-			default:
+	b.queue.Run(b.stop, func(it item) {
+		switch {
+		case it.t != nil:
+			for _, s := range it.t.loadSubs() {
+				s.deliver(it.f)
 			}
-			switch {
-			case it.t != nil:
-				for _, s := range it.t.loadSubs() {
-					s.deliver(it.f)
-				}
-			case it.start != nil:
-				it.start.start()
-			case it.reconnect:
-				for _, h := range loadHooks(&b.reconnects) {
-					h.call(struct{}{})
-				}
-			default:
-				for _, h := range loadHooks(&b.revokers) {
-					h.call(it.revoked)
-				}
+		case it.start != nil:
+			it.start.start()
+		case it.reconnect:
+			for _, h := range loadHooks(&b.reconnects) {
+				h.call(struct{}{})
 			}
-			batch[i] = item{}
+		default:
+			for _, h := range loadHooks(&b.revokers) {
+				h.call(it.revoked)
+			}
 		}
-	}
+	})
 }
 
 // hook is one OnRevoke or OnReconnect registration.

@@ -483,7 +483,7 @@ func (b *Bus) recover() error {
 	b.cleanupRetired(ctx)
 	b.waitSubscribed(ctx)
 	b.counters.reconnects.Add(1)
-	b.queue.push(item{reconnect: true})
+	b.queue.Push(item{reconnect: true})
 	return nil
 }
 

@@ -122,6 +122,6 @@ func (b *Bus) OnRevoke(h func(sessionID string)) (cancel func()) {
 // only queues.
 func (b *Bus) onRevokedMessage(m valkey.PubSubMessage) {
 	if m.Message != "" {
-		b.queue.push(item{revoked: m.Message})
+		b.queue.Push(item{revoked: m.Message})
 	}
 }

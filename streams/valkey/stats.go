@@ -33,7 +33,7 @@ func (b *Bus) BusStats() streams.BusStats {
 		ServerRestarts: b.counters.serverRestarts.Load(),
 		LeaseLapses:    b.counters.leaseLapses.Load(),
 		LeasesReaped:   b.counters.leasesReaped.Load(),
-		Pending:        b.queue.len(),
+		Pending:        b.queue.Len(),
 	}
 }
 

@@ -116,6 +116,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/footfall/footfall/streams"
+	"github.com/footfall/footfall/streams/internal/delivery"
 )
 
 // Defaults and limits.
@@ -231,7 +232,7 @@ type Bus struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 
-	queue deliveryQueue
+	queue *delivery.Queue[item]
 
 	topicsMu sync.Mutex
 	topics   map[string]*topic
@@ -295,7 +296,7 @@ func New(ctx context.Context, opts Options) (*Bus, error) {
 		lease:      newLeaseID(opts.NodeID),
 	}
 	b.client = countingClient{Client: client, errs: &b.counters.errors}
-	b.queue.wake = make(chan struct{}, 1)
+	b.queue = delivery.New[item]()
 	b.life, b.endLife = context.WithCancel(context.Background())
 
 	pctx, cancel := context.WithTimeout(ctx, 2*dialTimeout)
@@ -415,7 +416,7 @@ func (b *Bus) Cluster() bool { return b.cluster }
 
 // Pending is the number of events and notices waiting for the delivery
 // goroutine (export it as a metric; it stays near zero).
-func (b *Bus) Pending() int { return b.queue.len() }
+func (b *Bus) Pending() int { return b.queue.Len() }
 
 // Ping reports whether Valkey answers, within about 2 seconds. On a
 // cluster every known server must answer: with one master down, the

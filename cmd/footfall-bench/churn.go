@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -125,21 +124,11 @@ func cmdChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if kind == kindBaseline {
 		return usagef("churn needs footfall (the baseline has no presence)")
 	}
-	if err := pinSelf(sf.clientCPU); err != nil {
+	bin, cleanup, err := sf.prepare(ctx, kind, cfg.Visitors+cfg.Watchers, stderr)
+	if err != nil {
 		return err
 	}
-	if _, err := raiseFDLimit(cfg.Visitors + cfg.Watchers); err != nil {
-		return err
-	}
-	bin := sf.footfallBin
-	if kind == kindFootfall && bin == "" {
-		b, dir, err := buildFootfall(ctx, stderr)
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		bin = b
-	}
+	defer cleanup()
 	var runs []churnReport
 	for i := 0; i < *repeat; i++ {
 		fmt.Fprintf(stderr, "churn run %d/%d: %d visitors via %s, %d watchers...\n", i+1, *repeat, cfg.Visitors, cfg.Join, cfg.Watchers)

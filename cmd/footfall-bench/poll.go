@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -86,21 +85,11 @@ func cmdPoll(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if kind == kindBaseline {
 		return usagef("poll needs footfall (the baseline has no REST count)")
 	}
-	if err := pinSelf(sf.clientCPU); err != nil {
+	bin, cleanup, err := sf.prepare(ctx, kind, cfg.Connections, stderr)
+	if err != nil {
 		return err
 	}
-	if _, err := raiseFDLimit(cfg.Connections); err != nil {
-		return err
-	}
-	bin := sf.footfallBin
-	if kind == kindFootfall && bin == "" {
-		b, dir, err := buildFootfall(ctx, stderr)
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		bin = b
-	}
+	defer cleanup()
 	var runs []pollReport
 	for i := 0; i < *repeat; i++ {
 		fmt.Fprintf(stderr, "poll run %d/%d: %s, %d connections, 2 x %s...\n", i+1, *repeat, cfg.Tool, cfg.Connections, cfg.Duration)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 )
@@ -94,22 +93,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *compare && kind == kindBaseline {
 		return usagef("--compare runs the baseline beside --target footfall or a URL")
 	}
-	if err := pinSelf(sf.clientCPU); err != nil {
+	bin, cleanup, err := sf.prepare(ctx, kind, cfg.Clients, stderr)
+	if err != nil {
 		return err
 	}
-	if _, err := raiseFDLimit(cfg.Clients); err != nil {
-		return err
-	}
-
-	bin := sf.footfallBin
-	if kind == kindFootfall && bin == "" {
-		b, dir, err := buildFootfall(ctx, stderr)
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		bin = b
-	}
+	defer cleanup()
 	kinds := []string{kind}
 	if *compare {
 		kinds = []string{kindBaseline, kind}

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -179,28 +178,17 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			cfg.ValkeyCPU = sf.serverCPU
 		}
 	}
-	if err := pinSelf(sf.clientCPU); err != nil {
+	bin, cleanup, err := sf.prepare(ctx, kind, cfg.Clients*2, stderr)
+	if err != nil {
 		return err
 	}
-	if _, err := raiseFDLimit(cfg.Clients * 2); err != nil {
-		return err
-	}
-	bin := sf.footfallBin
-	if kind == kindFootfall && bin == "" {
-		b, dir, err := buildFootfall(ctx, stderr)
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		bin = b
-	}
+	defer cleanup()
 	if err := sf.waitQuiet(ctx, stderr); err != nil {
 		return err
 	}
 	var (
 		nodes []*target
 		vk    *valkeyProc
-		err   error
 	)
 	if cfg.Valkey {
 		if vk, err = startValkey(ctx, valkeyBin, cfg.ValkeyCPU); err != nil {

@@ -206,6 +206,29 @@ func (sf *serverFlags) startKind(ctx context.Context, kind, bin string) (*target
 	}, nil
 }
 
+// prepare readies the harness for a command: it pins the harness to
+// --client-cpu, raises its open-file limit to hold fds connections, and
+// returns the footfall binary to start (--footfall-bin, or one built now
+// into a temporary directory that cleanup removes).
+func (sf *serverFlags) prepare(ctx context.Context, kind string, fds int, stderr io.Writer) (bin string, cleanup func(), err error) {
+	cleanup = func() {}
+	if err := pinSelf(sf.clientCPU); err != nil {
+		return "", cleanup, err
+	}
+	if _, err := raiseFDLimit(fds); err != nil {
+		return "", cleanup, err
+	}
+	bin = sf.footfallBin
+	if kind == kindFootfall && bin == "" {
+		b, dir, err := buildFootfall(ctx, stderr)
+		if err != nil {
+			return "", cleanup, err
+		}
+		return b, func() { os.RemoveAll(dir) }, nil
+	}
+	return bin, cleanup, nil
+}
+
 // kindOf maps --target to a kind.
 func kindOf(t string) string {
 	switch t {

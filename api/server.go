@@ -264,32 +264,60 @@ func (s *Server) afterReconnect(ctx context.Context) {
 	case <-time.After(streams.ResyncSettle):
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	s.hub.Refresh(rctx)
+	cancel()
+	s.recheckSessions(ctx)
+}
 
+// recheckConcurrency bounds the session lookups in flight after an outage:
+// one round trip each, so a node with many session-backed streams is not
+// checked one session after another.
+const recheckConcurrency = 32
+
+// recheckSessions closes the streams of sessions revoked or expired while
+// the node was cut off from the bus.
+func (s *Server) recheckSessions(ctx context.Context) {
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.sessions))
 	for id := range s.sessions {
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Bool
+		sem    = make(chan struct{}, recheckConcurrency)
+	)
 	for _, id := range ids {
-		_, err := s.bus.Session(rctx, id)
-		switch {
-		case errors.Is(err, streams.ErrSessionRevoked):
-			s.closeSession(id, "session revoked")
-		case errors.Is(err, streams.ErrSessionExpired):
-			s.closeSession(id, "session expired")
-		case err != nil && !errors.Is(err, streams.ErrSessionNotFound):
-			// Still unreachable: the next reconnect checks again.
-			s.log.Warn("re-checking sessions after a bus outage", "err", err)
-			return
+		if failed.Load() || ctx.Err() != nil {
+			break
 		}
-		// ErrSessionNotFound: a Valkey that restarted empty lost its
-		// sessions. The stream was authorized when it opened and still
-		// ends at the session's expiry; closing every session-backed
-		// stream of the site for a data loss would be worse.
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			_, err := s.bus.Session(ctx, id)
+			switch {
+			case errors.Is(err, streams.ErrSessionRevoked):
+				s.closeSession(id, "session revoked")
+			case errors.Is(err, streams.ErrSessionExpired):
+				s.closeSession(id, "session expired")
+			case err != nil && !errors.Is(err, streams.ErrSessionNotFound):
+				// Still unreachable: the next reconnect checks again.
+				if failed.CompareAndSwap(false, true) {
+					s.log.Warn("re-checking sessions after a bus outage", "err", err)
+				}
+			}
+			// ErrSessionNotFound: a Valkey that restarted empty lost its
+			// sessions. The stream was authorized when it opened and
+			// still ends at the session's expiry; closing every
+			// session-backed stream of the site for a data loss would be
+			// worse.
+		}()
 	}
+	wg.Wait()
 }
 
 func (s *Server) healthz(c echo.Context) error {

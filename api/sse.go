@@ -3,12 +3,12 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
@@ -50,6 +50,16 @@ import (
 //     goroutine of its own against a writer of the raw connection
 //     (sseConnWriter), so that net/http's per-connection state is freed; see
 //     serveSSE.
+//   - Parking: an r3labs stream costs three goroutines (its run loop,
+//     ServeHTTP, and ServeHTTP's context watcher), more than everything else
+//     an idle connection holds. So a hijacked connection runs its r3labs
+//     stream in sessions: one starts when a message is ready, and once all
+//     it was given is on the wire and no message came for sseLinger, it is
+//     parked (ServeHTTP is ended, the stream removed) while the connection
+//     stays open. The next message starts a new session on the same
+//     connection; r3labs writes its events exactly as before, and the
+//     response's headers went out once, with the first. A parked connection
+//     holds only footfall's reader goroutine. See sseTransport.
 
 // sseRetry is the reconnection delay hinted to EventSource clients;
 // sseShutdownRetry the one sent when a node stops (reconnect at once,
@@ -59,14 +69,25 @@ const (
 	sseShutdownRetry = "250"
 )
 
+// sseLinger is how long a session of a hijacked SSE connection stays up
+// after the last message it carried (heartbeats do not count): a stream that
+// is sent something every few seconds keeps its session, an idle one parks.
+// A var for tests.
+var sseLinger = 2 * time.Second
+
+// sseMaxPending bounds the events that wait while a session starts; it is
+// the r3labs stream's buffer too, so that all of them fit into it at once.
+const sseMaxPending = 64
+
 func newSSEServer() *sse.Server {
 	srv := sse.New()
 	srv.AutoReplay = false
 	srv.AutoStream = false
 	// A stream's queue in front of its subscriber's (64 events, fixed by
 	// r3labs): past both, TryPublish fails and the client is a slow
-	// consumer.
-	srv.BufferSize = 16
+	// consumer. It holds sseMaxPending, so that what waited for a session
+	// to start is handed over in one go.
+	srv.BufferSize = sseMaxPending
 	srv.Headers = map[string]string{"X-Accel-Buffering": "no"}
 	return srv
 }
@@ -102,8 +123,8 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 
 		c := s.newClient("sse", community, stream, ident)
 		c.reqID = reqID
-		streamID := strconv.FormatUint(c.id, 10)
-		tr := &sseTransport{srv: s.sse, stream: streamID, flushed: make(chan struct{}, 1)}
+		tr := &sseTransport{srv: s.sse, hub: s.hub, base: strconv.FormatUint(c.id, 10), attached: make(chan struct{}, 1), flushSig: make(chan struct{}, 1)}
+		tr.alarm = streams.NewAlarm(tr.ring)
 		c.tr = tr
 		c.keepaliveEvery = s.opts.SSEHeartbeat
 
@@ -125,39 +146,43 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		}
 
 		// The response: the hijacked connection, or (HTTP/2, HTTP/1.0) the
-		// handler's own ResponseWriter.
-		var (
-			w      sseResponse
-			ctx    context.Context
-			cancel context.CancelFunc
-		)
+		// handler's own ResponseWriter, which cannot park (the handler has
+		// to stay up for it anyway).
+		var w sseResponse
 		if r.ProtoAtLeast(1, 1) && r.ProtoMajor == 1 {
 			if conn, _, err := http.NewResponseController(ec.Response()).Hijack(); err == nil {
-				ctx, cancel = context.WithCancel(context.Background())
+				tr.ctx, tr.cancel = context.WithCancel(context.Background())
 				hdr := ec.Response().Header().Clone()
-				w = &sseConnWriter{conn: conn, header: hdr, tr: tr, cancel: cancel, readerDone: make(chan struct{})}
+				w = &sseConnWriter{conn: conn, header: hdr, tr: tr, readerDone: make(chan struct{})}
+				tr.parkable = true
 				ec.Response().Committed, ec.Response().Status = true, http.StatusOK // for the access log
 				c.releaseSlot = takeConnSlot(ec)
 			}
 		}
 		if w == nil {
-			ctx, cancel = context.WithCancel(r.Context())
+			tr.ctx, tr.cancel = context.WithCancel(r.Context())
 			w = &sseWriter{ResponseWriter: ec.Response(), rc: http.NewResponseController(ec.Response()), tr: tr}
 		}
-		tr.w, tr.cancel = w, cancel
-
-		s.sse.CreateStream(streamID)
-		// r3labs sees only what it needs: the stream, and no Last-Event-ID
-		// (it answers 400 to a non-numeric one) and no ?token=.
-		req := (&http.Request{Method: http.MethodGet, URL: &url.URL{RawQuery: "stream=" + streamID}, Header: http.Header{}}).WithContext(ctx)
+		tr.w = w
 
 		done := make(chan struct{})
-		go s.runSSE(c, w, req, cancel, cleanup, done)
-		// r3labs flushes the headers once the subscriber is attached; an
-		// event published before that would be lost, so the stream's first
-		// message waits for that flush (events meanwhile wait in early).
+		start := time.Now()
+		tr.serve = func() {
+			if tr.sessions() {
+				s.endSSE(c, tr, cleanup, start)
+				close(done)
+			}
+		}
+		w.start()
+		tr.mu.Lock()
+		tr.running = true
+		tr.mu.Unlock()
+		go tr.serve()
+		// r3labs flushes the headers once the subscriber is attached; the
+		// stream's first message waits for that flush (events meanwhile
+		// wait in early).
 		select {
-		case <-tr.flushed:
+		case <-tr.attached:
 			if resumed {
 				c.resume(missed, snap)
 			} else {
@@ -173,24 +198,14 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 	}
 }
 
-// runSSE is a stream's goroutine: it serves the response until the client
-// goes, the client's writer ends the stream (cancel) or the stream is
-// closed, then ends the connection. It closes done when it is finished.
-func (s *Server) runSSE(c *client, w sseResponse, req *http.Request, cancel context.CancelFunc, cleanup func(), done chan struct{}) {
-	defer close(done)
-	start := time.Now()
-	w.start()
-	s.sse.ServeHTTP(w, req)
-	s.endSSE(c, w, cancel, cleanup, start)
-}
-
-// endSSE ends a stream whose ServeHTTP returned.
-func (s *Server) endSSE(c *client, w sseResponse, cancel context.CancelFunc, cleanup func(), start time.Time) {
+// endSSE ends a connection whose last session has ended: it runs on the
+// connection's stream goroutine.
+func (s *Server) endSSE(c *client, t *sseTransport, cleanup func(), start time.Time) {
 	c.finish()
-	cancel()
+	t.stop()
 	c.writers.Wait()
-	s.sse.RemoveStream(c.tr.(*sseTransport).stream) // after ServeHTTP returned: no subscriber left
-	w.finish()
+	s.hub.SetAlarm(t.alarm, time.Time{})
+	t.w.finish()
 	c.mu.Lock()
 	code := c.code
 	c.mu.Unlock()
@@ -240,7 +255,7 @@ func (w *sseWriter) Write(p []byte) (int, error) {
 func (w *sseWriter) Flush() {
 	w.deadline()
 	_ = w.rc.Flush()
-	w.tr.flushedOne()
+	w.tr.onFlush()
 }
 
 func (w *sseWriter) start()  {}
@@ -254,7 +269,6 @@ type sseConnWriter struct {
 	conn   net.Conn
 	header http.Header
 	tr     *sseTransport
-	cancel context.CancelFunc
 
 	head  []byte  // status line and headers until the first flush; then empty, not nil
 	body  *[]byte // the chunk being written, from sseBufPool
@@ -287,7 +301,7 @@ func (w *sseConnWriter) watch() {
 			break
 		}
 	}
-	w.cancel()
+	w.tr.stop()
 }
 
 // drain reads what the client sent; false when the connection ended.
@@ -375,7 +389,7 @@ func (w *sseConnWriter) Flush() {
 			*w.body = b
 		}
 		if w.err != nil {
-			w.cancel() // the client is gone or stalled: end the stream
+			w.tr.stop() // the client is gone or stalled: end the connection
 		}
 	}
 	if w.body != nil {
@@ -385,7 +399,7 @@ func (w *sseConnWriter) Flush() {
 		}
 		w.body = nil
 	}
-	w.tr.flushedOne()
+	w.tr.onFlush()
 }
 
 func (w *sseConnWriter) abort() { _ = w.conn.SetWriteDeadline(time.Now()) }
@@ -401,65 +415,257 @@ func (w *sseConnWriter) finish() {
 	<-w.readerDone
 }
 
-// appendWriter is an io.Writer appending to a byte slice.
-type appendWriter struct{ b *[]byte }
-
-func (a appendWriter) Write(p []byte) (int, error) {
-	*a.b = append(*a.b, p...)
-	return len(p), nil
-}
-
-// sseTransport hands a client's messages to its r3labs stream. write and
-// keepalive never block (TryPublish), so they run inline under the
-// client's lock; end runs on the client's writer goroutine.
+// sseTransport hands a client's messages to r3labs, and runs the
+// connection's r3labs sessions.
+//
+// A session is an r3labs stream (named base.gen) with ServeHTTP running on
+// the connection's stream goroutine. Messages go to the session with
+// TryPublish, which never blocks; while no session is attached (starting,
+// ending or parked) they wait in pending, and a parked connection gets its
+// stream goroutine back to start a session. A session of a hijacked
+// connection parks once everything it was given is flushed and no message
+// came for sseLinger: its context is cancelled, ServeHTTP returns, and the
+// stream goroutine ends unless something is pending again. The stream
+// goroutine also ends the connection (endSSE) once stop was called.
+//
+// write and keepalive never block, so they run inline under the client's
+// lock; end runs on the client's writer goroutine. Lock order: the
+// client's, then t.mu, then the Hub's alarms.
 type sseTransport struct {
-	srv       *sse.Server
-	stream    string
-	w         sseResponse
-	cancel    context.CancelFunc
-	published int64
-	flushes   atomic.Int64
-	flushed   chan struct{} // cap 1: a flush happened
+	srv      *sse.Server
+	hub      *streams.Hub
+	base     string // the client's id; session streams are base.gen
+	w        sseResponse
+	parkable bool           // a hijacked connection: sessions may park
+	alarm    *streams.Alarm // rings to check whether the session can park
+	serve    func()         // the stream goroutine: sessions, then endSSE
+	attached chan struct{}  // cap 1: the first session is attached
+	flushSig chan struct{}  // cap 1: an event was flushed
+
+	// ctx is the connection's; cancel (stop) ends it and every session.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	state      sseState
+	running    bool // the stream goroutine runs (or ends the connection)
+	stopped    bool // the connection is ending
+	gen        uint64
+	stream     string             // the session's r3labs stream; "" when none
+	endSession context.CancelFunc // cancels the session's ServeHTTP
+	pending    []*sse.Event
+	published  int64     // events handed on: to r3labs or to pending
+	flushed    int64     // events r3labs wrote and flushed
+	lastData   time.Time // when the last message (not a heartbeat) was handed on
+	booked     bool      // the alarm is booked
+	started    int64     // sessions started
 }
 
-func (t *sseTransport) flushedOne() {
-	t.flushes.Add(1)
-	select {
-	case t.flushed <- struct{}{}:
-	default:
+type sseState uint8
+
+const (
+	sseParked   sseState = iota // no session
+	sseStarting                 // a session is created; its subscriber is not attached yet
+	sseActive                   // events go straight to the session
+	sseEnding                   // the session is being parked
+)
+
+var errSSEEnded = errors.New("sse connection ended")
+
+// sessions runs sessions on the stream goroutine until the connection
+// parks (false: the goroutine is released) or ends (true: the caller ends
+// the connection).
+func (t *sseTransport) sessions() (ended bool) {
+	for {
+		req, next := t.nextSession()
+		switch next {
+		case sseEnd:
+			return true
+		case ssePark:
+			return false
+		}
+		t.srv.ServeHTTP(t.w, req)
+		t.mu.Lock()
+		id := t.stream
+		t.endSession()
+		t.state, t.stream, t.endSession = sseParked, "", nil
+		t.mu.Unlock()
+		// After ServeHTTP returned: no subscriber is left on it.
+		t.srv.RemoveStream(id)
 	}
 }
 
-func (t *sseTransport) publish(ev *sse.Event) error {
-	if !t.srv.TryPublish(t.stream, ev) {
-		return errSlowConsumer
+// What the stream goroutine does next.
+const (
+	sseServe = iota // serve a session
+	ssePark         // release the goroutine: the connection is parked
+	sseEnd          // end the connection
+)
+
+// nextSession decides what the stream goroutine does next and, to serve a
+// session (when the connection starts, and when messages wait), creates
+// its stream and the request r3labs serves it for.
+func (t *sseTransport) nextSession() (*http.Request, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped || t.ctx.Err() != nil {
+		// Stopped, or (a handler's response) the client went.
+		t.stopped = true
+		t.cancel()
+		return nil, sseEnd
+	}
+	if t.gen > 0 && len(t.pending) == 0 {
+		t.running = false // under t.mu: a later publish starts it again
+		return nil, ssePark
+	}
+	t.gen++
+	t.started++
+	t.stream = t.base + "." + strconv.FormatUint(t.gen, 10)
+	ctx, cancel := context.WithCancel(t.ctx)
+	t.state, t.endSession = sseStarting, cancel
+	t.srv.CreateStream(t.stream)
+	// r3labs sees only what it needs: the stream, and no Last-Event-ID (it
+	// answers 400 to a non-numeric one) and no ?token=.
+	req := (&http.Request{Method: http.MethodGet, URL: &url.URL{RawQuery: "stream=" + t.stream}, Header: http.Header{}}).WithContext(ctx)
+	return req, sseServe
+}
+
+// onFlush is called by the response on every flush r3labs makes: the
+// first of a session means its subscriber is attached, the others that an
+// event is on the wire.
+func (t *sseTransport) onFlush() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch t.state {
+	case sseStarting:
+		t.state = sseActive
+		for i, ev := range t.pending {
+			if !t.srv.TryPublish(t.stream, ev) {
+				// Cannot happen: the stream's buffer holds sseMaxPending.
+				t.pending = t.pending[i:]
+				t.stopLocked()
+				return
+			}
+		}
+		t.pending = nil
+		select {
+		case t.attached <- struct{}{}:
+		default:
+		}
+	case sseActive, sseEnding:
+		t.flushed++
+		select {
+		case t.flushSig <- struct{}{}:
+		default:
+		}
+	}
+	t.parkLocked(time.Now())
+}
+
+// ring is the transport's alarm: the session may have been idle long
+// enough.
+func (t *sseTransport) ring() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.booked = false
+	t.parkLocked(time.Now())
+}
+
+// parkLocked parks an active session that has written all it was given and
+// carried no message for sseLinger, or books the alarm for when it might.
+func (t *sseTransport) parkLocked(now time.Time) {
+	if !t.parkable || t.stopped || t.state != sseActive || t.flushed < t.published {
+		return
+	}
+	if at := t.lastData.Add(sseLinger); now.Before(at) {
+		if !t.booked {
+			t.booked = true
+			t.hub.SetAlarm(t.alarm, at)
+		}
+		return
+	}
+	t.state = sseEnding
+	t.endSession()
+}
+
+// stop ends the connection: its session ends, and the stream goroutine
+// (started here if the connection is parked) ends the connection.
+func (t *sseTransport) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopLocked()
+}
+
+func (t *sseTransport) stopLocked() {
+	if t.stopped {
+		return
+	}
+	t.stopped = true
+	t.cancel()
+	if !t.running {
+		t.running = true
+		go t.serve()
+	}
+}
+
+// publish hands ev on: to the attached session, or to pending (starting a
+// session if the connection is parked). data marks a message, as opposed
+// to a heartbeat.
+func (t *sseTransport) publish(ev *sse.Event, data bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return errSSEEnded
+	}
+	if data && t.published == 0 {
+		ev.Retry = []byte(sseRetry)
+	}
+	if t.state == sseActive {
+		if !t.srv.TryPublish(t.stream, ev) {
+			return errSlowConsumer
+		}
+	} else {
+		if len(t.pending) >= sseMaxPending {
+			return errSlowConsumer
+		}
+		t.pending = append(t.pending, ev)
+		if !t.running {
+			t.running = true
+			go t.serve()
+		}
 	}
 	t.published++
+	if data {
+		t.lastData = time.Now()
+	}
 	return nil
 }
 
+// caughtUp reports whether every event handed on is flushed.
+func (t *sseTransport) caughtUp() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.flushed >= t.published
+}
+
 func (t *sseTransport) write(m outMsg) error {
-	ev := &sse.Event{ID: []byte(m.id), Event: []byte(m.typ), Data: m.data}
-	if t.published == 0 {
-		ev.Retry = []byte(sseRetry)
-	}
-	return t.publish(ev)
+	return t.publish(&sse.Event{ID: []byte(m.id), Event: []byte(m.typ), Data: m.data}, true)
 }
 
 func (t *sseTransport) keepalive() error {
-	return t.publish(&sse.Event{Comment: []byte("heartbeat")})
+	return t.publish(&sse.Event{Comment: []byte("heartbeat")}, false)
 }
 
 func (t *sseTransport) inline() bool { return true }
 
 func (t *sseTransport) abort() {
 	t.w.abort()
-	t.cancel()
+	t.stop()
 }
 
 // end tells an SSE client why its stream ends (an `error` event on expiry
 // or revocation, a `shutdown` event with a short retry hint when the node
-// stops), waits until that is on the wire, and ends ServeHTTP.
+// stops), waits until that is on the wire, and ends the connection.
 func (t *sseTransport) end(code int, reason string) {
 	var last *sse.Event
 	switch code {
@@ -473,17 +679,16 @@ func (t *sseTransport) end(code int, reason string) {
 		}{"shutdown", "node shutting down; reconnect"})
 		last = &sse.Event{Event: []byte("shutdown"), Data: data, Retry: []byte(sseShutdownRetry)}
 	}
-	if last != nil && t.publish(last) == nil {
-		// One flush for the headers, one per event.
+	if last != nil && t.publish(last, true) == nil {
 		deadline := time.Now().Add(closeWait)
-		for t.flushes.Load() < t.published+1 && time.Now().Before(deadline) {
+		for !t.caughtUp() && time.Now().Before(deadline) {
 			select {
-			case <-t.flushed:
+			case <-t.flushSig:
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}
-	t.cancel()
+	t.stop()
 }
 
 type slowConsumerError struct{}

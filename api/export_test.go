@@ -41,3 +41,13 @@ func (s *Server) SSESessionsForTest() (open, parked int, started int64) {
 	}
 	return open, parked, started
 }
+
+// DropHangupWatcherForTest makes the node notice SSE clients going with a
+// reader goroutine per connection, as on a platform without a hangup
+// watcher. Call it before any SSE connection opens.
+func (s *Server) DropHangupWatcherForTest() {
+	if s.hangups != nil {
+		s.hangups.Close()
+		s.hangups = nil
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/internal/hangup"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
 	"github.com/r3labs/sse/v2"
@@ -64,6 +65,7 @@ type Server struct {
 	verifier *auth.Verifier
 	echo     *echo.Echo
 	sse      *sse.Server
+	hangups  *hangup.Watcher // nil where unsupported: SSE readers instead
 	polls    *pollLeases
 	metrics  *metrics
 	limits   Limits
@@ -116,6 +118,11 @@ func New(opts Options) *Server {
 		sse:      newSSEServer(),
 		clients:  make(map[*client]struct{}),
 		sessions: make(map[string]map[*client]struct{}),
+	}
+	if w, err := hangup.New(); err == nil {
+		s.hangups = w
+	} else if hangup.Supported {
+		s.log.Warn("no hangup watcher: each SSE connection gets a reader goroutine", "err", err)
 	}
 	s.limits = opts.Limits.withDefaults()
 	s.ipLimits = newIPLimits(s.limits)
@@ -195,6 +202,9 @@ func (s *Server) Close() {
 	s.stopRevoke()
 	s.stopReconnect()
 	s.polls.close()
+	if s.hangups != nil {
+		s.hangups.Close()
+	}
 }
 
 // OpenClients returns the number of open streams on this node.

@@ -9,9 +9,11 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/internal/hangup"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
 	"github.com/r3labs/sse/v2"
@@ -59,7 +61,10 @@ import (
 //     stays open. The next message starts a new session on the same
 //     connection; r3labs writes its events exactly as before, and the
 //     response's headers went out once, with the first. A parked connection
-//     holds only footfall's reader goroutine. See sseTransport.
+//     holds no goroutine: the node's hangup watcher (internal/hangup, one
+//     epoll set) notices its client going. Where there is none (not Linux,
+//     or TLS), a small reader goroutine per connection does. See
+//     sseTransport.
 
 // sseRetry is the reconnection delay hinted to EventSource clients;
 // sseShutdownRetry the one sent when a node stops (reconnect at once,
@@ -97,10 +102,11 @@ func newSSEServer() *sse.Server {
 // An HTTP/1.1 connection is hijacked once the client is authenticated and
 // attached, and the handler returns ("hijack and return", as for
 // WebSockets): net/http's buffers, background reader, request and contexts
-// are freed. r3labs' ServeHTTP then runs in a goroutine of its own against
-// sseConnWriter, which writes the chunked response straight to the
-// connection, and a small reader goroutine notices when the client goes.
-// Other connections (HTTP/2, HTTP/1.0) are served inside the handler.
+// are freed. r3labs' ServeHTTP then runs in sessions on a goroutine of the
+// connection's own against sseConnWriter, which writes the chunked response
+// straight to the connection, and the hangup watcher notices when the
+// client goes. Other connections (HTTP/2, HTTP/1.0) are served inside the
+// handler, in one session.
 func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 	return func(ec echo.Context) error {
 		community, err := community(ec)
@@ -153,7 +159,7 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 			if conn, _, err := http.NewResponseController(ec.Response()).Hijack(); err == nil {
 				tr.ctx, tr.cancel = context.WithCancel(context.Background())
 				hdr := ec.Response().Header().Clone()
-				w = &sseConnWriter{conn: conn, header: hdr, tr: tr, readerDone: make(chan struct{})}
+				w = &sseConnWriter{conn: conn, header: hdr, tr: tr, hangups: s.hangups, readerDone: make(chan struct{})}
 				tr.parkable = true
 				ec.Response().Committed, ec.Response().Status = true, http.StatusOK // for the access log
 				c.releaseSlot = takeConnSlot(ec)
@@ -270,11 +276,16 @@ type sseConnWriter struct {
 	header http.Header
 	tr     *sseTransport
 
-	head  []byte  // status line and headers until the first flush; then empty, not nil
-	body  *[]byte // the chunk being written, from sseBufPool
-	err   error   // the first write error: later writes are dropped
+	spare http.Header // what later sessions' ServeHTTP sets: written nowhere
+	head  []byte      // status line and headers until the first flush; then empty, not nil
+	body  *[]byte     // the chunk being written, from sseBufPool
+	err   error       // the first write error: later writes are dropped
 	renew time.Time
 
+	// hangups notices the client going, if the platform has one; else a
+	// reader goroutine does (watch).
+	hangups    *hangup.Watcher
+	unwatch    func()
 	readerDone chan struct{}
 }
 
@@ -284,9 +295,20 @@ const sseChunkRoom = 10
 
 var sseBufPool = sync.Pool{New: func() any { b := make([]byte, sseChunkRoom, 512); return &b }}
 
-// start runs the reader that notices the client going: an SSE client
-// sends nothing after its request, so any read that ends means it is gone.
-func (w *sseConnWriter) start() { go w.watch() }
+// start has the client's going noticed: an SSE client sends nothing after
+// its request, so the connection's end means it is gone. The node's hangup
+// watcher does that without a goroutine of the connection's own; without
+// one (not Linux, TLS), a reader goroutine does.
+func (w *sseConnWriter) start() {
+	if sc, ok := w.conn.(syscall.Conn); ok && w.hangups != nil {
+		if unwatch, err := w.hangups.Watch(sc, w.tr.stop); err == nil {
+			w.unwatch = unwatch
+			close(w.readerDone)
+			return
+		}
+	}
+	go w.watch()
+}
 
 // watch is the connection's reader goroutine. It waits for the connection
 // to turn readable in few, small frames (like a WebSocket's wsIdle), so that
@@ -315,7 +337,10 @@ func (w *sseConnWriter) drain() bool {
 
 func (w *sseConnWriter) Header() http.Header {
 	if w.header == nil { // after WriteHeader: changes no longer matter
-		return http.Header{}
+		if w.spare == nil {
+			w.spare = http.Header{}
+		}
+		return w.spare // every later session sets the same few keys
 	}
 	return w.header
 }
@@ -410,6 +435,9 @@ func (w *sseConnWriter) finish() {
 	if w.err == nil && w.head != nil {
 		_ = w.conn.SetWriteDeadline(time.Now().Add(closeWait))
 		_, _ = w.conn.Write([]byte("0\r\n\r\n"))
+	}
+	if w.unwatch != nil {
+		w.unwatch() // before Close: the descriptor's number may be reused
 	}
 	_ = w.conn.Close()
 	<-w.readerDone

@@ -35,10 +35,19 @@ func waitParked(t *testing.T, g *gateway, open int) int64 {
 // TestSSEParksIdleStreams: an idle SSE connection gives up its r3labs
 // session and keeps its connection; what comes later (presence changes,
 // broadcasts, a burst of them, heartbeats) arrives on the same response, in
-// order, with its ids; a client that leaves while parked is noticed at once.
+// order, with its ids; a client that leaves while parked is noticed at once,
+// by the node's hangup watcher or, without one, by a reader goroutine.
 func TestSSEParksIdleStreams(t *testing.T) {
 	t.Cleanup(api.SetSSELingerForTest(150 * time.Millisecond))
+	t.Run("hangup watcher", func(t *testing.T) { testSSEParks(t, false) })
+	t.Run("reader goroutines", func(t *testing.T) { testSSEParks(t, true) })
+}
+
+func testSSEParks(t *testing.T, readers bool) {
 	g := newGateway(t, func(o *api.Options) { o.SSEHeartbeat = 400 * time.Millisecond })
+	if readers {
+		g.srv.DropHangupWatcherForTest()
+	}
 
 	v := g.openSSE(ssePath(community1)+"?token="+member(t, "alice"), nil, http.StatusOK)
 	first, m := v.nextType("visitor_count")

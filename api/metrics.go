@@ -153,17 +153,16 @@ func (s *Server) stats(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	conns := map[string]map[string]int{
-		"websocket": {string(streams.StreamVisitors): 0, string(streams.StreamDashboard): 0},
-		"sse":       {string(streams.StreamVisitors): 0, string(streams.StreamDashboard): 0},
-	}
+	var n streamCounts
 	s.mu.Lock()
-	for cl := range s.clients {
-		if cl.community == community {
-			conns[cl.transport][string(cl.stream)]++
-		}
+	if p := s.perCommunity[community]; p != nil {
+		n = *p
 	}
 	s.mu.Unlock()
+	conns := map[string]map[string]int{
+		"websocket": {string(streams.StreamVisitors): n[0][0], string(streams.StreamDashboard): n[0][1]},
+		"sse":       {string(streams.StreamVisitors): n[1][0], string(streams.StreamDashboard): n[1][1]},
+	}
 	return c.JSON(http.StatusOK, map[string]any{
 		"community_id":     community,
 		"node_connections": conns,

@@ -80,6 +80,10 @@ type Server struct {
 	mu       sync.Mutex
 	clients  map[*client]struct{}
 	sessions map[string]map[*client]struct{} // session id -> its open clients
+	// perCommunity counts the open streams of each community with any, by
+	// transport and stream, for /stats (which would otherwise walk every
+	// client under s.mu).
+	perCommunity map[string]*streamCounts
 
 	stopRevoke    func()
 	stopReconnect func()
@@ -118,6 +122,8 @@ func New(opts Options) *Server {
 		sse:      newSSEServer(),
 		clients:  make(map[*client]struct{}),
 		sessions: make(map[string]map[*client]struct{}),
+
+		perCommunity: make(map[string]*streamCounts),
 	}
 	if w, err := hangup.New(); err == nil {
 		s.hangups = w
@@ -218,6 +224,12 @@ func (s *Server) register(c *client) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clients[c] = struct{}{}
+	n := s.perCommunity[c.community]
+	if n == nil {
+		n = new(streamCounts)
+		s.perCommunity[c.community] = n
+	}
+	n.add(c, 1)
 	s.metrics.opened(c)
 	if sid := c.sessionID; sid != "" {
 		m := s.sessions[sid]
@@ -229,10 +241,33 @@ func (s *Server) register(c *client) {
 	}
 }
 
+// streamCounts is a community's open streams on this node, by transport
+// (WebSocket, SSE) and stream (visitors, dashboard).
+type streamCounts [2][2]int
+
+// add adds d to c's cell and returns the community's total.
+func (n *streamCounts) add(c *client, d int) int {
+	t, st := 0, 0
+	if c.transport == "sse" {
+		t = 1
+	}
+	if c.stream == streams.StreamDashboard {
+		st = 1
+	}
+	n[t][st] += d
+	return n[0][0] + n[0][1] + n[1][0] + n[1][1]
+}
+
 func (s *Server) unregister(c *client) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.clients[c]; !ok {
+		return
+	}
 	delete(s.clients, c)
+	if n := s.perCommunity[c.community]; n != nil && n.add(c, -1) == 0 {
+		delete(s.perCommunity, c.community)
+	}
 	if sid := c.sessionID; sid != "" {
 		if m := s.sessions[sid]; m != nil {
 			delete(m, c)

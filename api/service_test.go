@@ -288,3 +288,49 @@ func grepLines(text, prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestStatsNodeConnections: /stats counts the node's open streams of the
+// community by transport and stream, and only that community's.
+func TestStatsNodeConnections(t *testing.T) {
+	g := newGateway(t, nil)
+	conns := func() map[string]any {
+		t.Helper()
+		code, m := g.service("GET", "/api/v1/communities/"+community1+"/stats", nil)
+		if code != 200 {
+			t.Fatalf("stats = %d %v", code, m)
+		}
+		nc, _ := m["node_connections"].(map[string]any)
+		return nc
+	}
+	want := func(ws, wsDash, sse, sseDash int) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			nc := conns()
+			w, _ := nc["websocket"].(map[string]any)
+			s, _ := nc["sse"].(map[string]any)
+			got := [4]int{message(w).num("visitors"), message(w).num("dashboard"), message(s).num("visitors"), message(s).num("dashboard")}
+			if got == [4]int{ws, wsDash, sse, sseDash} {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node_connections = %v; want websocket %d/%d, sse %d/%d (visitors/dashboard)", nc, ws, wsDash, sse, sseDash)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	want(0, 0, 0, 0)
+	a := g.dial(visitorsPath(community1), member(t, "alice"))
+	a.readType("visitor_count")
+	g.dial(dashboardPath(community1), moderator(t, "mod")).readType("dashboard_update")
+	s1 := g.openSSE(ssePath(community1)+"?token="+member(t, "bob"), nil, 200)
+	s1.nextType("visitor_count")
+	for range 2 {
+		g.openSSE(sseDashboardPath(community1)+"?token="+moderator(t, "mod"), nil, 200).nextType("dashboard_update")
+	}
+	g.dial(visitorsPath(community2), member(t, "carol")).readType("visitor_count") // another community
+	want(1, 1, 1, 2)
+	a.conn.Close()
+	s1.close()
+	want(0, 1, 0, 2)
+}

@@ -166,9 +166,16 @@ func (h *Hub) Observe(community string, r PresenceResult, at time.Time) {
 	t.mu.Unlock()
 }
 
+// refreshConcurrency bounds the snapshots Refresh has in flight: a bus
+// with a server (Valkey) pipelines them, so a node with thousands of
+// communities refreshes in a fraction of the round trips one after another
+// would take.
+const refreshConcurrency = 32
+
 // Refresh re-reads the state of every community with local subscribers
 // from the bus and sends each subscriber a TypeRefresh event. The periodic
-// dashboard push calls it.
+// dashboard push calls it, and the server after a bus outage. It returns
+// when every community is done or ctx ends.
 func (h *Hub) Refresh(ctx context.Context) {
 	h.mu.Lock()
 	ts := make([]*topic, 0, len(h.topics))
@@ -176,6 +183,14 @@ func (h *Hub) Refresh(ctx context.Context) {
 		ts = append(ts, t)
 	}
 	h.mu.Unlock()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		failed   int
+		firstErr error
+	)
+	sem := make(chan struct{}, refreshConcurrency)
+loop:
 	for _, t := range ts {
 		select {
 		case <-t.ready:
@@ -185,27 +200,52 @@ func (h *Hub) Refresh(ctx context.Context) {
 		if t.err != nil {
 			continue
 		}
-		snap, err := h.bus.Snapshot(ctx, t.community)
-		if err != nil {
-			h.log.Warn("refresh community state", "community", t.community, "err", err)
-			continue
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break loop
 		}
-		t.mu.Lock()
-		if snap.Changed.IsZero() {
-			snap.Changed = t.state.Changed
-		}
-		if snap.Seq >= t.state.Seq {
-			t.state = snap
-		}
-		if t.settle != nil {
-			// Resync events are being folded: their timer tells.
-			t.mu.Unlock()
-			continue
-		}
-		ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Time: time.Now()}
-		t.mu.Unlock()
-		t.dispatch(ev)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := h.refresh(ctx, t); err != nil {
+				mu.Lock()
+				if failed++; firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
+	if failed > 0 {
+		h.log.Warn("refresh community state", "failed", failed, "communities", len(ts), "err", firstErr)
+	}
+}
+
+// refresh re-reads one community's state and tells its subscribers.
+func (h *Hub) refresh(ctx context.Context, t *topic) error {
+	snap, err := h.bus.Snapshot(ctx, t.community)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if snap.Changed.IsZero() {
+		snap.Changed = t.state.Changed
+	}
+	if snap.Seq >= t.state.Seq {
+		t.state = snap
+	}
+	if t.settle != nil {
+		// Resync events are being folded: their timer tells.
+		t.mu.Unlock()
+		return nil
+	}
+	ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Time: time.Now()}
+	t.mu.Unlock()
+	t.dispatch(ev)
+	return nil
 }
 
 func (h *Hub) acquire(ctx context.Context, community string) (*topic, error) {

@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -223,6 +224,73 @@ func TestHubRefresh(t *testing.T) {
 	}
 	if got, _ := h.State(community); got.Today != (streams.Today{}) {
 		t.Errorf("State(%s).Today after refresh = %+v; want {0 0}", community, got.Today)
+	}
+}
+
+// slowSnapshotBus is a Bus whose snapshots take a while, as a round trip
+// to a server does, and that records how many were in flight at once.
+type slowSnapshotBus struct {
+	streams.Bus
+	delay    time.Duration
+	inFlight atomic.Int64
+	most     atomic.Int64
+}
+
+func (b *slowSnapshotBus) Snapshot(ctx context.Context, c string) (streams.Snapshot, error) {
+	n := b.inFlight.Add(1)
+	defer b.inFlight.Add(-1)
+	for {
+		m := b.most.Load()
+		if n <= m || b.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	select {
+	case <-time.After(b.delay):
+	case <-ctx.Done():
+		return streams.Snapshot{}, ctx.Err()
+	}
+	return b.Bus.Snapshot(ctx, c)
+}
+
+// TestHubRefreshManyCommunities: Refresh reaches every community, with
+// several snapshots in flight but never more than its bound, and returns
+// soon after its context ends.
+func TestHubRefreshManyCommunities(t *testing.T) {
+	bus := &slowSnapshotBus{Bus: newBus(t, memory.Options{}), delay: 5 * time.Millisecond}
+	h := streams.NewHub(bus, nil)
+	const n = 200
+	subs := make([]*sub, n)
+	for i := range subs {
+		subs[i] = newSub()
+		leave, _, err := h.Join(t.Context(), fmt.Sprintf("community-%03d", i), subs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer leave()
+	}
+	bus.most.Store(0)
+	h.Refresh(t.Context())
+	for i, s := range subs {
+		if e := s.next(t, streams.TypeRefresh); e.Community != fmt.Sprintf("community-%03d", i) {
+			t.Fatalf("community %d got a refresh for %s", i, e.Community)
+		}
+	}
+	if m := bus.most.Load(); m < 2 || m > 32 {
+		t.Errorf("snapshots in flight at most %d; want between 2 and 32", m)
+	}
+
+	// A context that ends stops the refresh: it returns without waiting
+	// for the communities not started.
+	bus.delay = time.Hour
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { h.Refresh(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Refresh did not return after its context ended")
 	}
 }
 

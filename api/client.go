@@ -405,6 +405,7 @@ func (c *client) writeNowLocked(now time.Time) bool {
 		if rest != nil {
 			// The socket is full: the rest of this frame, then the
 			// messages after it, are the writer goroutine's.
+			c.srv.metrics.socketFull.Inc()
 			nw.hand(rest)
 			c.queue = append(b.msgs[i+1:len(b.msgs):len(b.msgs)], c.queue...)
 			c.startWriterLocked()

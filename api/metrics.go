@@ -26,6 +26,7 @@ type metrics struct {
 	sent          *prometheus.CounterVec   // transport
 	dropped       prometheus.Counter
 	slowConsumers prometheus.Counter
+	socketFull    prometheus.Counter
 	fanout        prometheus.Histogram
 	// busReconnects counts the bus's OnReconnect notices, each of which
 	// sends every open stream a fresh snapshot (server.go).
@@ -61,6 +62,9 @@ func newMetrics(s *Server) *metrics {
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "footfall_slow_consumer_disconnects_total", Help: "Clients disconnected because they did not keep up.",
 		}),
+		socketFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "footfall_socket_full_total", Help: "WebSocket messages a client's socket did not take at once: the rest went to a writer goroutine that waits for the client. Rising fast means clients (or the node) fall behind.",
+		}),
 		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "footfall_broadcast_fanout_duration_seconds", Help: "Time to hand one event to every local subscriber of its community.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10),
@@ -70,7 +74,7 @@ func newMetrics(s *Server) *metrics {
 		}),
 	}
 	reg.MustRegister(m.open, m.accepted, m.refused, m.closed, m.duration, m.sent, m.dropped,
-		m.slowConsumers, m.fanout, m.busReconnects,
+		m.slowConsumers, m.socketFull, m.fanout, m.busReconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "footfall_present_visitors",
 			Help: "Present visitors summed over the communities this node holds (has clients or pollers for).",

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,12 @@ func TestWSSlowClientDoesNotStallOthers(t *testing.T) {
 	}
 	if n := g.srv.OpenClients(); n != 1 {
 		t.Fatalf("OpenClients = %d; want 1 (the stalled client dropped)", n)
+	}
+	// The full socket shows on /metrics.
+	_, _, body := g.getRaw("/metrics")
+	line := grepLines(string(body), "footfall_socket_full_total ")
+	if v, err := strconv.ParseFloat(strings.TrimPrefix(line, "footfall_socket_full_total "), 64); err != nil || v < 1 {
+		t.Fatalf("/metrics: %q; want footfall_socket_full_total of at least 1", line)
 	}
 }
 

@@ -22,6 +22,9 @@ type serverMetrics struct {
 	// last collection (about twice it with GOGC=100): unlike the heap in
 	// use it holds no garbage, so it is the steadier leak signal.
 	NextGCKiB int64 `json:"next_gc_kib"`
+	// SocketFull counts messages whose client's socket was full, so that a
+	// writer goroutine took over (footfall_socket_full_total).
+	SocketFull int64 `json:"socket_full"`
 }
 
 // scrapeMetrics reads /metrics; ok is false when the server has none.
@@ -65,7 +68,7 @@ func parseMetrics(r io.Reader) (serverMetrics, bool) {
 			rest = strings.TrimSpace(line[j+1:])
 		}
 		switch name {
-		case "go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes", "footfall_connections_open":
+		case "go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes", "footfall_connections_open", "footfall_socket_full_total":
 		default:
 			continue
 		}
@@ -89,5 +92,6 @@ func parseMetrics(r io.Reader) (serverMetrics, bool) {
 		StackKiB:     int64(sums["go_memstats_stack_inuse_bytes"] / 1024),
 		OpenConns:    int64(sums["footfall_connections_open"]),
 		NextGCKiB:    int64(sums["go_memstats_next_gc_bytes"] / 1024),
+		SocketFull:   int64(sums["footfall_socket_full_total"]),
 	}, true
 }

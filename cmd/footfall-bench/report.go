@@ -60,10 +60,13 @@ type Report struct {
 	RSSPerConnKiB   float64 `json:"rss_per_conn_kib"`
 	ServerThreads   int     `json:"server_threads"`
 	// From GET /metrics, when the server has it.
-	Metrics           bool           `json:"metrics"`
-	Goroutines        int64          `json:"server_goroutines"`
-	GoroutinesPerConn float64        `json:"goroutines_per_conn"`
-	HeapPerConnKiB    float64        `json:"heap_inuse_per_conn_kib"`
+	Metrics           bool    `json:"metrics"`
+	Goroutines        int64   `json:"server_goroutines"`
+	GoroutinesPerConn float64 `json:"goroutines_per_conn"`
+	HeapPerConnKiB    float64 `json:"heap_inuse_per_conn_kib"`
+	// SocketFull is how many messages found their client's socket full
+	// (footfall's /metrics), from connecting to the end of the broadcasts.
+	SocketFull        int64          `json:"socket_full"`
 	ServerFDs         int            `json:"server_fds"`
 	ServerCPUConnectS float64        `json:"server_cpu_connect_s"`
 	ServerCPUFanoutS  float64        `json:"server_cpu_broadcast_s"`
@@ -306,8 +309,12 @@ func writeRunLines(w io.Writer, name string, rs []Report) {
 				name, i+1, r.ConnectP99MS, r.RSSPerConnKiB, r.ServerCPUTotalS, r.OtherCPUS)
 			continue
 		}
-		fmt.Fprintf(w, "  %s run %d: delivery %.4f, p50 %.1f ms, p99 %.1f ms, max %.1f ms, RSS/conn %.1f KiB, server CPU %.2f s, other CPU %.2f s\n",
-			name, i+1, r.DeliveryRatio, r.LatencyP50MS, r.LatencyP99MS, r.LatencyMaxMS, r.RSSPerConnKiB, r.ServerCPUTotalS, r.OtherCPUS)
+		full := ""
+		if r.Metrics {
+			full = fmt.Sprintf(", socket full %d", r.SocketFull)
+		}
+		fmt.Fprintf(w, "  %s run %d: delivery %.4f, p50 %.1f ms, p99 %.1f ms, max %.1f ms, RSS/conn %.1f KiB, server CPU %.2f s, other CPU %.2f s%s\n",
+			name, i+1, r.DeliveryRatio, r.LatencyP50MS, r.LatencyP99MS, r.LatencyMaxMS, r.RSSPerConnKiB, r.ServerCPUTotalS, r.OtherCPUS, full)
 	}
 }
 

@@ -274,6 +274,9 @@ func runOnce(ctx context.Context, tg *target, cfg runConfig, tag uint32) (Report
 		}
 	}
 	end, _ := tg.stats()
+	if m, ok := tg.scrapeMetrics(ctx); ok && haveMetrics {
+		rep.SocketFull = m.SocketFull - idleMetrics.SocketFull
+	}
 	clientUsed := clientCPU() - cpu0
 	rep.ClientCPUS = round(clientUsed.Seconds(), 2)
 	if machine1, ok := readMachineCPU(); ok && haveStats {

@@ -231,9 +231,10 @@ go_memstats_next_gc_bytes 4.194304e+06
 footfall_connections_open{stream="dashboard",transport="websocket"} 1000
 footfall_connections_open{stream="visitors",transport="sse"} 5
 footfall_connections_accepted_total{stream="visitors",transport="sse"} 99
+footfall_socket_full_total 37
 `
 	m, ok := parseMetrics(strings.NewReader(text))
-	if !ok || m.Goroutines != 2017 || m.HeapInuseKiB != 10240 || m.StackKiB != 2048 || m.NextGCKiB != 4096 || m.OpenConns != 1005 {
+	if !ok || m.Goroutines != 2017 || m.HeapInuseKiB != 10240 || m.StackKiB != 2048 || m.NextGCKiB != 4096 || m.OpenConns != 1005 || m.SocketFull != 37 {
 		t.Fatalf("parseMetrics = %+v, %v", m, ok)
 	}
 	if _, ok := parseMetrics(strings.NewReader("404 page not found\n")); ok {

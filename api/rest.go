@@ -68,15 +68,27 @@ func etagOf(body []byte) string {
 }
 
 // taggedResponse answers body with its ETag, or 304.
+//
+// Every poll comes here, so the headers are stored under their canonical
+// names with values shared by every response (net/http only reads them),
+// rather than through Header.Set, which canonicalises and allocates.
 func taggedResponse(c echo.Context, body []byte, etag string) error {
 	h := c.Response().Header()
-	h.Set("ETag", etag)
-	h.Set("Cache-Control", "no-cache")
-	if etagMatches(c.Request().Header.Get("If-None-Match"), etag) {
+	h["Etag"] = []string{etag}
+	h["Cache-Control"] = noCache
+	if inm := c.Request().Header["If-None-Match"]; len(inm) > 0 && etagMatches(inm[0], etag) {
 		return c.NoContent(http.StatusNotModified)
 	}
-	return c.JSONBlob(http.StatusOK, body)
+	h["Content-Type"] = jsonContentType
+	c.Response().WriteHeader(http.StatusOK)
+	_, err := c.Response().Write(body)
+	return err
 }
+
+var (
+	noCache         = []string{"no-cache"}
+	jsonContentType = []string{echo.MIMEApplicationJSON}
+)
 
 func etagMatches(header, etag string) bool {
 	for _, t := range strings.Split(header, ",") {

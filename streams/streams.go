@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -316,13 +315,26 @@ func Midnight(t time.Time, loc *time.Location) time.Time {
 // MaxCommunityIDLen bounds community ids so that keys stay small.
 const MaxCommunityIDLen = 64
 
-var communityIDPattern = regexp.MustCompile(`^[0-9a-fA-F-]+$`)
-
 // NormalizeCommunityID returns the canonical (lower-case) form of id and
 // whether id is a valid community id (CONTRACT section 2: [0-9a-fA-F-]+).
+// It runs on every request, so it checks the bytes itself rather than
+// with a regular expression, and allocates only for an upper-case id.
 func NormalizeCommunityID(id string) (string, bool) {
-	if id == "" || len(id) > MaxCommunityIDLen || !communityIDPattern.MatchString(id) {
+	if id == "" || len(id) > MaxCommunityIDLen {
 		return "", false
 	}
-	return strings.ToLower(id), true
+	upper := false
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case '0' <= b && b <= '9', 'a' <= b && b <= 'f', b == '-':
+		case 'A' <= b && b <= 'F':
+			upper = true
+		default:
+			return "", false
+		}
+	}
+	if upper {
+		return strings.ToLower(id), true
+	}
+	return id, true
 }

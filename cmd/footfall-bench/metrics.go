@@ -29,28 +29,64 @@ type serverMetrics struct {
 
 // scrapeMetrics reads /metrics; ok is false when the server has none.
 func (t *target) scrapeMetrics(ctx context.Context) (serverMetrics, bool) {
+	sums, ok := t.metricSums(ctx, func(name string) bool { return knownMetrics[name] })
+	if !ok {
+		return serverMetrics{}, false
+	}
+	return serverMetricsOf(sums)
+}
+
+// metricSums reads the server's /metrics and sums, over their labels, the
+// samples of the metrics keep accepts; ok is false when the server has no
+// /metrics.
+func (t *target) metricSums(ctx context.Context, keep func(name string) bool) (map[string]float64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/metrics", nil)
 	if err != nil {
-		return serverMetrics{}, false
+		return nil, false
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return serverMetrics{}, false
+		return nil, false
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return serverMetrics{}, false
+		return nil, false
 	}
-	return parseMetrics(resp.Body)
+	return sumMetrics(resp.Body, keep), true
+}
+
+// knownMetrics are the samples serverMetrics is made of.
+var knownMetrics = map[string]bool{
+	"go_goroutines": true, "go_memstats_heap_inuse_bytes": true, "go_memstats_stack_inuse_bytes": true,
+	"go_memstats_next_gc_bytes": true, "footfall_connections_open": true, "footfall_socket_full_total": true,
 }
 
 // parseMetrics sums the samples of the few metrics it knows (over their
 // labels) from the Prometheus text format.
 func parseMetrics(r io.Reader) (serverMetrics, bool) {
+	return serverMetricsOf(sumMetrics(r, func(name string) bool { return knownMetrics[name] }))
+}
+
+func serverMetricsOf(sums map[string]float64) (serverMetrics, bool) {
+	if len(sums) == 0 {
+		return serverMetrics{}, false
+	}
+	return serverMetrics{
+		Goroutines:   int64(sums["go_goroutines"]),
+		HeapInuseKiB: int64(sums["go_memstats_heap_inuse_bytes"] / 1024),
+		StackKiB:     int64(sums["go_memstats_stack_inuse_bytes"] / 1024),
+		OpenConns:    int64(sums["footfall_connections_open"]),
+		NextGCKiB:    int64(sums["go_memstats_next_gc_bytes"] / 1024),
+		SocketFull:   int64(sums["footfall_socket_full_total"]),
+	}, true
+}
+
+// sumMetrics sums, by metric name over their labels, the samples of the
+// Prometheus text format that keep accepts.
+func sumMetrics(r io.Reader, keep func(name string) bool) map[string]float64 {
 	sums := map[string]float64{}
-	seen := false
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -67,9 +103,7 @@ func parseMetrics(r io.Reader) (serverMetrics, bool) {
 			}
 			rest = strings.TrimSpace(line[j+1:])
 		}
-		switch name {
-		case "go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes", "footfall_connections_open", "footfall_socket_full_total":
-		default:
+		if !keep(name) {
 			continue
 		}
 		f := strings.Fields(rest)
@@ -81,17 +115,6 @@ func parseMetrics(r io.Reader) (serverMetrics, bool) {
 			continue
 		}
 		sums[name] += v
-		seen = true
 	}
-	if !seen {
-		return serverMetrics{}, false
-	}
-	return serverMetrics{
-		Goroutines:   int64(sums["go_goroutines"]),
-		HeapInuseKiB: int64(sums["go_memstats_heap_inuse_bytes"] / 1024),
-		StackKiB:     int64(sums["go_memstats_stack_inuse_bytes"] / 1024),
-		OpenConns:    int64(sums["footfall_connections_open"]),
-		NextGCKiB:    int64(sums["go_memstats_next_gc_bytes"] / 1024),
-		SocketFull:   int64(sums["footfall_socket_full_total"]),
-	}, true
+	return sums
 }

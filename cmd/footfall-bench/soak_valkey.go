@@ -247,30 +247,8 @@ var busMetricNames = []string{
 
 // scrapeBusMetrics reads the node's bus metrics (those it has).
 func (t *target) scrapeBusMetrics(ctx context.Context) map[string]float64 {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/metrics", nil)
-	if err != nil {
-		return nil
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	out := make(map[string]float64)
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(name, "footfall_bus_") {
-			continue
-		}
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			out[name] = f
-		}
-	}
-	return out
+	sums, _ := t.metricSums(ctx, func(name string) bool { return strings.HasPrefix(name, "footfall_bus_") })
+	return sums
 }
 
 // soakOutage is what one Valkey restart did, as the clients and the

@@ -587,7 +587,7 @@ func (t *sseTransport) onFlush() {
 		default:
 		}
 	}
-	t.parkLocked(time.Now())
+	t.parkLocked()
 }
 
 // ring is the transport's alarm: the session may have been idle long
@@ -596,16 +596,16 @@ func (t *sseTransport) ring() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.booked = false
-	t.parkLocked(time.Now())
+	t.parkLocked()
 }
 
 // parkLocked parks an active session that has written all it was given and
 // carried no message for sseLinger, or books the alarm for when it might.
-func (t *sseTransport) parkLocked(now time.Time) {
+func (t *sseTransport) parkLocked() {
 	if !t.parkable || t.stopped || t.state != sseActive || t.flushed < t.published {
-		return
+		return // not parkable, or something is still in flight: asked again at its flush
 	}
-	if at := t.lastData.Add(sseLinger); now.Before(at) {
+	if at := t.lastData.Add(sseLinger); time.Now().Before(at) {
 		if !t.booked {
 			t.booked = true
 			t.hub.SetAlarm(t.alarm, at)

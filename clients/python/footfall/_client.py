@@ -1,0 +1,272 @@
+"""VisitorBroadcaster: the seed's broadcaster, speaking footfall's service API (CONTRACT section 6)."""
+
+import datetime
+import decimal
+import http.client
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+from ._errors import FootfallError
+from ._settings import setting
+from ._tokens import _communities_claim, community_id_str
+
+__all__ = ["VisitorBroadcaster", "visitor_broadcaster"]
+
+log = logging.getLogger("footfall")
+
+VERSION = "0.1.0"
+DEFAULT_TIMEOUT = 5.0
+ACTIONS = ("join", "leave", "heartbeat")
+
+
+def utc_timestamp(now=None):
+    """Returns ``now`` (default: the current time) as footfall writes timestamps: RFC 3339, UTC, whole seconds."""
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+    elif now.tzinfo is not None:
+        now = now.astimezone(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json_default(o):
+    # The values a Django site hands over: UUIDField ids, DateTimeField values, DecimalField figures.
+    if isinstance(o, uuid.UUID):
+        return str(o)
+    if isinstance(o, datetime.datetime):
+        if o.tzinfo is not None:
+            return utc_timestamp(o) if o.microsecond == 0 else o.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        return o.isoformat()
+    if isinstance(o, (datetime.date, datetime.time)):
+        return o.isoformat()
+    if isinstance(o, decimal.Decimal):
+        return int(o) if o == o.to_integral_value() else float(o)
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    raise TypeError("footfall: %s is not JSON serializable" % type(o).__name__)
+
+
+def _dumps(body):
+    return json.dumps(body, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class VisitorBroadcaster:
+    """A client of footfall's service API with the seed's ``VisitorBroadcaster`` methods.
+
+    ``url`` (footfall's base URL, for example ``http://footfall:8080``, a path
+    prefix allowed), ``api_key`` and ``timeout`` (seconds) default to the
+    settings ``FOOTFALL_URL``, ``FOOTFALL_API_KEY`` and ``FOOTFALL_TIMEOUT``
+    (default 5), looked up in Django's settings when Django is configured and
+    else in the environment, at each call: the module-level
+    ``visitor_broadcaster`` needs no setup code.
+
+    Every method sends one HTTP request and returns footfall's JSON answer
+    (None for an empty one). A call footfall refuses, or cannot be made,
+    raises FootfallError. Instances hold no connection and are safe to share
+    between threads.
+    """
+
+    def __init__(self, url=None, api_key=None, timeout=None):
+        self._url = url
+        self._api_key = api_key
+        self._timeout = timeout
+
+    def __repr__(self):
+        return "<VisitorBroadcaster url=%r>" % (self._url or setting("FOOTFALL_URL"),)
+
+    # The seed's methods.
+
+    def broadcast_visitor_count(self, community_id, count, change=0):
+        """Sends ``{"type":"visitor_count","community_id","count","change","timestamp"}`` to the visitors stream."""
+        return self._broadcast_count("visitor_count", community_id, count, change)
+
+    def broadcast_visitor_joined(self, community_id, count):
+        """Sends a ``visitor_joined`` message with the new ``count`` to the visitors stream."""
+        return self._broadcast_count("visitor_joined", community_id, count, None)
+
+    def broadcast_visitor_left(self, community_id, count):
+        """Sends a ``visitor_left`` message with the new ``count`` to the visitors stream."""
+        return self._broadcast_count("visitor_left", community_id, count, None)
+
+    def broadcast_dashboard_update(self, community_id, data):
+        """Sends ``{"type":"dashboard_update","data":data,"timestamp"}`` to the dashboard stream.
+
+        ``data`` is the seed's ``{"today_visitors": {...}, "realtime_count": N}``;
+        ``data["community_id"]`` is filled in when missing, and so is
+        ``today_visitors["total_unique_visitors"]`` (the sum of the other two).
+        The caller's dict is not changed.
+        """
+        cid = community_id_str(community_id)
+        if not hasattr(data, "items"):
+            raise TypeError("footfall: data must be a mapping, not %s" % type(data).__name__)
+        data = dict(data)
+        data.setdefault("community_id", cid)
+        today = data.get("today_visitors")
+        if hasattr(today, "items") and "total_unique_visitors" not in today:
+            auth, anon = today.get("authenticated_visitors"), today.get("anonymous_visitors")
+            if isinstance(auth, int) and isinstance(anon, int):
+                data["today_visitors"] = dict(today, total_unique_visitors=auth + anon)
+        message = {"type": "dashboard_update", "data": data, "timestamp": utc_timestamp()}
+        return self._post("/api/v1/communities/%s/broadcast" % cid, {"stream": "dashboard", "message": message})
+
+    def broadcast_analytics_metric(self, community_id, metric, value):
+        """Sends ``{"type":"analytics_update","metric","value","timestamp"}`` to the dashboard stream.
+
+        ``value`` is any JSON value: a number, or an object as in the seed's
+        conversion signal. footfall stamps the time.
+        """
+        cid = community_id_str(community_id)
+        return self._post("/api/v1/communities/%s/metrics" % cid, {"metric": metric, "value": value})
+
+    # Presence, conversions and sessions.
+
+    def visitor_event(self, community_id, visitor_id, action, authenticated=False):
+        """Reports a visitor's ``action``: ``join``, ``heartbeat`` or ``leave`` (CONTRACT section 4).
+
+        ``visitor_id`` with ``authenticated=True`` is the same visitor as a
+        token whose ``sub`` is that id; with False, an anonymous visitor.
+        A join or heartbeat keeps it present for ``FOOTFALL_PRESENCE_TTL``.
+        Returns ``{"community_id", "count", "timestamp"}``, count being the new count.
+        """
+        cid = community_id_str(community_id)
+        return self._post("/api/v1/communities/%s/visitor-events" % cid, _visitor_event(visitor_id, action, authenticated))
+
+    def visitor_events(self, community_id, events):
+        """Sends several visitor events at once (up to 1,000), each a dict with the
+        keys of ``visitor_event`` or a tuple ``(visitor_id, action, authenticated)``.
+        footfall checks them all before applying any; the answer's count is the one after the last.
+        """
+        cid = community_id_str(community_id)
+        batch = []
+        for e in events:
+            if hasattr(e, "items"):
+                batch.append(_visitor_event(e.get("visitor_id"), e.get("action"), e.get("authenticated", False)))
+            else:
+                batch.append(_visitor_event(*e))
+        return self._post("/api/v1/communities/%s/visitor-events" % cid, batch)
+
+    def record_conversion(self, community_id, session_id, converted_at=None):
+        """Reports that an anonymous session converted: an ``analytics_update`` with metric ``conversion``.
+
+        ``converted_at`` (a datetime or an ISO 8601 string) defaults to now.
+        """
+        cid = community_id_str(community_id)
+        body = {"session_id": str(session_id)}
+        if converted_at is not None:
+            body["converted_at"] = converted_at
+        return self._post("/api/v1/communities/%s/conversions" % cid, body)
+
+    def create_session(self, user_id, communities=None, role=None, ttl_seconds=None):
+        """Creates a footfall session for a signed-in user; returns ``{"session_id", "expires_at"}``.
+
+        ``communities`` maps community ids to roles (or is a list of ids:
+        member of each); ``role="admin"`` makes a site admin; ``ttl_seconds``
+        defaults to 3600 (at most 30 days). The browser presents the session as
+        the cookie ``footfall_session=<session_id>``.
+        """
+        body = {"user_id": str(user_id), "communities": _communities_claim(communities)}
+        if role is not None:
+            body["role"] = role
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = int(ttl_seconds)
+        return self._call("POST", "/api/v1/sessions", body)
+
+    def revoke_session(self, session_id):
+        """Revokes a session: its open streams close within a second.
+
+        Raises FootfallError with status 404 when there is no live session with that id.
+        """
+        if not session_id:
+            raise ValueError("footfall: session_id is empty")
+        self._call("DELETE", "/api/v1/sessions/" + urllib.parse.quote(str(session_id), safe=""))
+
+    # HTTP.
+
+    def _broadcast_count(self, typ, community_id, count, change):
+        cid = community_id_str(community_id)
+        message = {"type": typ, "community_id": cid, "count": count}
+        if change is not None:
+            message["change"] = change
+        message["timestamp"] = utc_timestamp()
+        return self._post("/api/v1/communities/%s/broadcast" % cid, {"stream": "visitors", "message": message})
+
+    def _post(self, path, body):
+        return self._call("POST", path, body)
+
+    def _config(self):
+        url = self._url or setting("FOOTFALL_URL")
+        api_key = self._api_key or setting("FOOTFALL_API_KEY")
+        if not url:
+            raise FootfallError(None, "not_configured", "no footfall URL: set FOOTFALL_URL (environment or Django settings)")
+        if not api_key:
+            raise FootfallError(None, "not_configured", "no API key: set FOOTFALL_API_KEY (environment or Django settings)")
+        url = str(url).rstrip("/")
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise FootfallError(None, "not_configured", "FOOTFALL_URL must be an http:// or https:// URL")
+        timeout = self._timeout
+        if timeout is None:
+            raw = setting("FOOTFALL_TIMEOUT")
+            try:
+                timeout = DEFAULT_TIMEOUT if raw is None else float(raw)
+            except ValueError:
+                raise FootfallError(None, "not_configured", "FOOTFALL_TIMEOUT must be a number of seconds") from None
+        return url, str(api_key), timeout
+
+    def _call(self, method, path, body=None):
+        url, api_key, timeout = self._config()
+        headers = {
+            "Authorization": "Bearer " + api_key,
+            "Accept": "application/json",
+            "User-Agent": "footfall-python/" + VERSION,
+        }
+        data = None
+        if body is not None:
+            data = _dumps(body)
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+        log.debug("footfall: %s %s", method, path)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            try:
+                raw = e.read()
+            finally:
+                e.close()
+            raise _refusal(e.code, raw) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            # ValueError: http.client's InvalidURL (a bad port, say) and the like.
+            reason = getattr(e, "reason", e)
+            raise FootfallError(None, "unreachable", "%s %s: %s" % (method, url, reason)) from e
+        if not raw:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except ValueError:
+            raise FootfallError(None, "bad_answer", "%s %s answered a body that is not JSON" % (method, path)) from None
+
+
+def _visitor_event(visitor_id, action, authenticated):
+    if visitor_id is None or str(visitor_id) == "":
+        raise ValueError("footfall: visitor_id is required")
+    if action not in ACTIONS:
+        raise ValueError("footfall: action must be one of %s, not %r" % (", ".join(ACTIONS), action))
+    return {"visitor_id": str(visitor_id), "authenticated": bool(authenticated), "action": action}
+
+
+def _refusal(status, raw):
+    """Returns the FootfallError for a non-2xx answer, reading footfall's error body."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return FootfallError(status, body["error"], str(body.get("message", "")), body.get("field"), body.get("index"))
+    text = raw.decode("utf-8", "replace").strip()[:200]
+    return FootfallError(status, "http_%d" % status, text)
+
+
+visitor_broadcaster = VisitorBroadcaster()

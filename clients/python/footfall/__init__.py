@@ -17,4 +17,7 @@ from ._client import VisitorBroadcaster, utc_timestamp, visitor_broadcaster
 from ._errors import FootfallError
 from ._tokens import mint_token
 
+# Shown as footfall.FootfallError in tracebacks, not footfall._errors.FootfallError.
+FootfallError.__module__ = VisitorBroadcaster.__module__ = __name__
+
 __all__ = ["visitor_broadcaster", "mint_token", "FootfallError", "VisitorBroadcaster", "utc_timestamp"]

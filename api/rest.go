@@ -23,12 +23,16 @@ func (s *Server) restCount(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	ident, err := s.verifier.Authorize(ctx, auth.Extract(c.Request()), s.bus, community, streams.StreamVisitors)
+	ident, fresh, err := s.identify(c.Request(), c.Response().Header(), auth.Extract(c.Request()), community, streams.StreamVisitors)
 	if err != nil {
 		return err
 	}
-	if err := s.polls.heartbeat(ctx, community, ident.Subject); err != nil {
-		return err
+	// A guest's poll is a heartbeat only with a cookie footfall issued
+	// before: a client that keeps no cookies would count anew each time.
+	if !fresh {
+		if err := s.polls.heartbeat(ctx, community, ident.Visitor()); err != nil {
+			return err
+		}
 	}
 	state, err := s.polls.state(ctx, community)
 	if err != nil {
@@ -196,10 +200,10 @@ func (p *pollLeases) state(ctx context.Context, community string) (streams.Snaps
 
 // heartbeat makes sub present through a poll source, touching the bus only
 // when the last touch is older than a third of the TTL.
-func (p *pollLeases) heartbeat(ctx context.Context, community, sub string) error {
+func (p *pollLeases) heartbeat(ctx context.Context, community string, v streams.Visitor) error {
 	ttl := p.srv.opts.PresenceTTL
 	now := p.srv.now()
-	key := community + "\x00" + sub
+	key := community + "\x00" + v.Key()
 	p.mu.Lock()
 	last, ok := p.beats[key]
 	if ok && now.Sub(last) < ttl/3 {
@@ -209,7 +213,7 @@ func (p *pollLeases) heartbeat(ctx context.Context, community, sub string) error
 	p.beats[key] = now
 	p.mu.Unlock()
 	res, err := p.srv.bus.Touch(ctx, streams.Source{
-		Community: community, Visitor: streams.Visitor{ID: sub, Authenticated: true}, ID: "poll", TTL: ttl,
+		Community: community, Visitor: v, ID: "poll", TTL: ttl,
 	})
 	if err != nil {
 		p.mu.Lock()

@@ -36,6 +36,16 @@ type Options struct {
 	AllowedOrigins []string
 	// PresenceTTL is the lifetime of a service-API or poll source.
 	PresenceTTL time.Duration
+	// LeaveGrace is how long a visitor whose last stream connection on
+	// this node closed stays present (docs/protocol.md, leave grace); 0
+	// ends its presence at once.
+	LeaveGrace time.Duration
+	// PublicCommunities lists the communities whose visitors stream and
+	// count admit guests; "*" admits them everywhere.
+	PublicCommunities []string
+	// GuestKey signs guests' footfall_vid cookies. Every node of a cluster
+	// must have the same; empty: a random key of this node's own.
+	GuestKey []byte
 	// DashboardInterval is the period of the dashboard push.
 	DashboardInterval time.Duration
 	// SSEHeartbeat is the period of SSE heartbeat comments (15s).
@@ -70,6 +80,7 @@ type Server struct {
 	metrics  *metrics
 	limits   Limits
 	ipLimits *ipLimits
+	guests   *guestPolicy
 	nodeID   string
 	now      func() time.Time
 	origins  originPolicy
@@ -132,6 +143,7 @@ func New(opts Options) *Server {
 	}
 	s.limits = opts.Limits.withDefaults()
 	s.ipLimits = newIPLimits(s.limits)
+	s.guests = newGuestPolicy(opts.PublicCommunities, opts.GuestKey, s.limits.TrustedProxies)
 	s.polls = newPollLeases(s)
 	s.metrics = newMetrics(s)
 	s.hub.ObserveFanout(func(d time.Duration) { s.metrics.fanout.Observe(d.Seconds()) })

@@ -115,7 +115,7 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		}
 		r := ec.Request()
 		reqID := requestID(ec)
-		ident, err := s.verifier.Authorize(r.Context(), auth.Extract(r), s.bus, community, stream)
+		ident, _, err := s.identify(r, ec.Response().Header(), auth.Extract(r), community, stream)
 		if err != nil {
 			code, reason := closeFor(err)
 			s.log.Info("connection refused", "request_id", reqID, "community", community, "stream", string(stream), "transport", "sse", "code", code, "reason", reason)

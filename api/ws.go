@@ -86,6 +86,9 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 		if cred.Subprotocol != "" {
 			hdr.Set("Sec-WebSocket-Protocol", cred.Subprotocol)
 		}
+		// A guest is decided before the upgrade: its cookie goes out on
+		// the handshake's answer.
+		ident, _ := s.guest(r, hdr, cred, community, stream)
 		h := &wsHijacker{Response: c.Response()}
 		conn, err := up.Upgrade(h, r, hdr)
 		if err != nil {
@@ -98,7 +101,9 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 			lc.wmu.Unlock()
 		}
 		reqID := requestID(c)
-		ident, err := s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
+		if ident == nil {
+			ident, err = s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
+		}
 		if err != nil {
 			code, reason := closeFor(err)
 			s.log.Info("connection refused", "request_id", reqID, "community", community, "stream", string(stream), "transport", "websocket", "code", code, "reason", reason)
@@ -488,7 +493,7 @@ func (s *Server) newClient(transport, community string, stream streams.Stream, i
 	}
 	c.alarm = streams.NewAlarm(c.ring)
 	if stream == streams.StreamVisitors {
-		c.visitor = streams.Visitor{ID: ident.Subject, Authenticated: true}
+		c.visitor = ident.Visitor()
 	}
 	return c
 }
@@ -526,12 +531,22 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 			c.mu.Lock()
 			handover := c.handover
 			c.mu.Unlock()
+			// The source outlives the connection by the leave grace (by
+			// the presence TTL when the node stops, at least the grace):
+			// a reload, or a client moving to another node, that comes
+			// back within it is the same presence and nobody hears of it.
+			// Turning the held source into one with a TTL costs the bus
+			// what a leave does; the bus ends it, and publishes the
+			// visitor_left if it was the last, when the time runs out,
+			// whichever node is still up.
+			linger := s.opts.LeaveGrace
+			if handover {
+				linger = max(linger, s.opts.PresenceTTL)
+			}
 			var res streams.PresenceResult
 			var err error
-			if handover {
-				// Keep the source for the TTL: the client is expected back,
-				// maybe on another node.
-				res, err = s.bus.Touch(ctx, streams.Source{Community: c.community, Visitor: c.visitor, ID: sourceID, TTL: s.opts.PresenceTTL})
+			if linger > 0 {
+				res, err = s.bus.Touch(ctx, streams.Source{Community: c.community, Visitor: c.visitor, ID: sourceID, TTL: linger})
 			} else {
 				res, err = s.bus.Leave(ctx, c.community, c.visitor, sourceID)
 			}

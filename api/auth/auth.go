@@ -122,6 +122,15 @@ type Identity struct {
 	// SessionID is non-empty when the identity came from a session cookie;
 	// the caller closes the connection when that session is revoked.
 	SessionID string
+	// Anonymous marks an anonymous visitor: a token with "anon": true, or
+	// a guest of a public community. It is the anonymous visitor named by
+	// Subject, may open the visitors stream of its communities only, and
+	// never a dashboard, whatever its roles (docs/protocol.md, anonymous
+	// visitors).
+	Anonymous bool
+	// Guest marks an identity admitted without any credential on a public
+	// community; Subject is the id its footfall_vid cookie carries.
+	Guest bool
 }
 
 // Allows reports whether id may open stream s of community: a member,
@@ -131,6 +140,11 @@ type Identity struct {
 func (id *Identity) Allows(community string, s streams.Stream) bool {
 	if id == nil {
 		return false
+	}
+	if id.Anonymous {
+		// Any role of its communities opens the visitors stream; nothing
+		// opens a dashboard, not even role "admin".
+		return s == streams.StreamVisitors && id.Communities[strings.ToLower(community)].Valid()
 	}
 	if id.Admin {
 		return s == streams.StreamVisitors || s == streams.StreamDashboard
@@ -146,10 +160,12 @@ func (id *Identity) Allows(community string, s streams.Stream) bool {
 	return false
 }
 
-// Visitor returns the presence visitor of id: an authenticated visitor
-// named by the subject (CONTRACT section 7, ids).
+// Visitor returns the presence visitor of id: the visitor named by the
+// subject, authenticated unless id is Anonymous. An anonymous token's
+// visitor is the service API's visitor_id of the same value with
+// authenticated: false.
 func (id *Identity) Visitor() streams.Visitor {
-	return streams.Visitor{ID: id.Subject, Authenticated: true}
+	return streams.Visitor{ID: id.Subject, Authenticated: !id.Anonymous}
 }
 
 // normalizeRoles returns in with lower-case keys and only known roles.

@@ -211,6 +211,8 @@ type tokenClaims struct {
 	// own reason.
 	Communities json.RawMessage `json:"communities,omitempty"`
 	Role        string          `json:"role,omitempty"`
+	// Anon makes the token an anonymous visitor's (see Identity.Anonymous).
+	Anon bool `json:"anon,omitempty"`
 }
 
 // keyFor returns the verification key of t's alg. The parser has already
@@ -284,8 +286,9 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	id := &Identity{
 		Subject:     claims.Subject,
 		Communities: communities,
-		Admin:       claims.Role == string(RoleAdmin),
+		Admin:       claims.Role == string(RoleAdmin) && !claims.Anon,
 		ExpiresAt:   claims.ExpiresAt.Time,
+		Anonymous:   claims.Anon,
 	}
 	if !now.Before(id.ExpiresAt) {
 		return id, fail(CodeExpired, "token expired")
@@ -341,6 +344,8 @@ type Claims struct {
 	TTL time.Duration
 	// Audience and Issuer are put in aud and iss when set.
 	Audience, Issuer string
+	// Anon makes an anonymous visitor's token ("anon": true).
+	Anon bool
 }
 
 // mintClaims is the JSON of a minted token.
@@ -348,6 +353,7 @@ type mintClaims struct {
 	jwt.RegisteredClaims
 	Communities map[string]Role `json:"communities,omitempty"`
 	Role        Role            `json:"role,omitempty"`
+	Anon        bool            `json:"anon,omitempty"`
 }
 
 // Mint makes an HS256 token with c, issued at now (for `footfall token` and
@@ -380,6 +386,7 @@ func Mint(secret []byte, c Claims, now time.Time) (token string, expiresAt time.
 			IssuedAt:  jwt.NewNumericDate(now),
 		},
 		Communities: normalizeRoles(c.Communities),
+		Anon:        c.Anon,
 	}
 	if c.Audience != "" {
 		claims.Audience = jwt.ClaimStrings{c.Audience}

@@ -114,6 +114,9 @@ func (v *Verifier) Authorize(ctx context.Context, c Credential, store SessionSto
 		return nil, err
 	}
 	if !id.Allows(community, s) {
+		if s == streams.StreamDashboard && id.Anonymous {
+			return nil, fail(CodeForbidden, "an anonymous visitor cannot open a dashboard")
+		}
 		if s == streams.StreamDashboard {
 			return nil, fail(CodeForbidden, "the dashboard needs a moderator or admin role")
 		}

@@ -1,0 +1,138 @@
+// Package python drives the tests of footfall's Python client (the footfall
+// package in this directory) from go test, so that `go test ./...` and CI run
+// them: it builds cmd/footfall and runs `python3 -m unittest discover` here
+// with the binary's path in FOOTFALL_BIN. The Python tests start that binary
+// themselves and check every client call's effect on real streams.
+package python
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPythonClient runs the Python client's unittest suite against a
+// footfall binary built from this checkout. Without python3 (3.9 or later)
+// it skips, or fails under FOOTFALL_TEST_REQUIRE_TOOLS=1.
+// FOOTFALL_TEST_PYTHON names another interpreter.
+func TestPythonClient(t *testing.T) {
+	python := pythonOrSkip(t)
+	bin := buildFootfall(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-m", "unittest", "discover", "-v")
+	cmd.Env = append(os.Environ(),
+		"FOOTFALL_BIN="+bin,
+		"PYTHONDONTWRITEBYTECODE=1", // leave no __pycache__ in the checkout
+		"PYTHONUNBUFFERED=1",
+	)
+	// Python starts footfall as its child; killing the whole group on a
+	// timeout leaves no footfall process behind.
+	inOwnProcessGroup(cmd)
+	cmd.WaitDelay = 10 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	if err != nil {
+		t.Fatalf("%s -m unittest discover (in clients/python): %v\n%s", python, err, out.String())
+	}
+	summary := summarize(out.String())
+	if summary.ran == 0 {
+		t.Fatalf("%s -m unittest discover ran no test:\n%s", python, out.String())
+	}
+	t.Logf("%s: %d Python tests passed in %s, %d skipped", python, summary.ran-len(summary.skipped), time.Since(start).Round(time.Millisecond), len(summary.skipped))
+	for _, s := range summary.skipped {
+		t.Logf("skipped: %s", s)
+	}
+}
+
+// pythonOrSkip returns the Python interpreter to test with, or skips.
+func pythonOrSkip(t *testing.T) string {
+	t.Helper()
+	skip := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("FOOTFALL_TEST_REQUIRE_TOOLS") == "1" {
+			t.Fatalf(format+" (FOOTFALL_TEST_REQUIRE_TOOLS=1)", args...)
+		}
+		t.Skipf(format+"; the Python client's tests are skipped", args...)
+	}
+	name := os.Getenv("FOOTFALL_TEST_PYTHON")
+	if name == "" {
+		name = "python3"
+	}
+	path, err := exec.LookPath(name)
+	if err != nil {
+		skip("%s not found", name)
+		return ""
+	}
+	out, err := exec.Command(path, "-c", "import sys; print(sys.version_info >= (3, 9))").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "True" {
+		skip("%s is not Python 3.9 or later: %v %s", path, err, bytes.TrimSpace(out))
+	}
+	return path
+}
+
+// buildFootfall builds cmd/footfall into a temporary directory.
+func buildFootfall(t *testing.T) string {
+	t.Helper()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "footfall")
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
+	build := exec.Command(goCmd, "build", "-o", bin, "./cmd/footfall")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/footfall: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type unittestSummary struct {
+	ran     int
+	skipped []string
+}
+
+var (
+	ranLine     = regexp.MustCompile(`(?m)^Ran (\d+) tests? in `)
+	skippedLine = regexp.MustCompile(`(?m)^(\S+ \([^)]*\)).*\.\.\. skipped (.*)$`)
+)
+
+// summarize reads the number of tests run and the skipped ones (with their
+// reasons) from unittest's verbose output.
+func summarize(out string) unittestSummary {
+	var s unittestSummary
+	if m := ranLine.FindStringSubmatch(out); m != nil {
+		s.ran, _ = strconv.Atoi(m[1])
+	}
+	for _, m := range skippedLine.FindAllStringSubmatch(out, -1) {
+		s.skipped = append(s.skipped, m[1]+": "+m[2])
+	}
+	return s
+}
+
+func TestSummarize(t *testing.T) {
+	out := "test_a (tests.test_x.T.test_a) ... ok\n" +
+		"test_b (tests.test_x.T.test_b) ... skipped 'no pip'\n" +
+		"test_c (tests.test_x.T.test_c)\nA docstring line ... skipped 'other'\n" +
+		"----------------------------------------------------------------------\n" +
+		"Ran 12 tests in 3.001s\n\nOK (skipped=2)\n"
+	got := summarize(out)
+	want := []string{"test_b (tests.test_x.T.test_b): 'no pip'"}
+	if got.ran != 12 || strings.Join(got.skipped, "|") != strings.Join(want, "|") {
+		t.Errorf("summarize() = %+v; want ran 12, skipped %q", got, want)
+	}
+}

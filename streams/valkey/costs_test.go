@@ -75,12 +75,23 @@ func TestCosts(t *testing.T) {
 		}
 	}
 	secondTab := func(i int) streams.Source { s := held(i); s.ID += "-tab2"; return s }
+	// The leave grace: a closed connection's held source is touched with
+	// the grace as its TTL; the reload's new connection is a new held
+	// source of a visitor still present.
+	graced := func(i int) streams.Source { s := held(i); s.TTL = 5 * time.Second; return s }
+	reconnected := func(i int) streams.Source { s := held(i); s.ID += "-reload"; return s }
 	scenarios := []scenario{
 		{"join (held source, new visitor)", nil, func(b *Bus, c string) { each(b, c, touch(held)) }, n},
 		{"second tab (held, present visitor)", func(b *Bus, c string) { each(b, c, touch(held)) },
 			func(b *Bus, c string) { each(b, c, touch(secondTab)) }, n},
 		{"leave (last held source)", func(b *Bus, c string) { each(b, c, touch(held)) },
 			func(b *Bus, c string) { each(b, c, leaveHeld) }, n},
+		{"close into the leave grace (last held source becomes a 5 s TTL source)", func(b *Bus, c string) { each(b, c, touch(held)) },
+			func(b *Bus, c string) { each(b, c, touch(graced)) }, n},
+		{"reconnect within the grace (new held source, visitor in grace)", func(b *Bus, c string) {
+			each(b, c, touch(held))
+			each(b, c, touch(graced))
+		}, func(b *Bus, c string) { each(b, c, touch(reconnected)) }, n},
 		{"poll, first (TTL source, join)", nil, func(b *Bus, c string) { each(b, c, touch(poll)) }, n},
 		{"poll, renewal (TTL source)", func(b *Bus, c string) { each(b, c, touch(poll)) },
 			func(b *Bus, c string) { each(b, c, touch(poll)) }, n},

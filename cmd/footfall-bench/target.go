@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -269,9 +270,15 @@ func startFootfall(ctx context.Context, bin, cpu string, extraEnv []string) (*ta
 		return nil, errors.New("no footfall binary")
 	}
 	// A clean FOOTFALL_* environment: dev mode makes its own secret and key.
+	// Given a secret (nodes sharing Valkey), it runs in production mode:
+	// --dev would ignore the secret, the key and the Valkey URL.
 	env := []string{"FOOTFALL_SHUTDOWN_TIMEOUT=5s"}
 	env = append(env, extraEnv...)
-	return startProcess(ctx, kindFootfall, bin, []string{"--dev", "--addr", "127.0.0.1:0"}, cpu, env)
+	args := []string{"--dev", "--addr", "127.0.0.1:0"}
+	if slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "FOOTFALL_JWT_SECRET=") }) {
+		args = args[1:]
+	}
+	return startProcess(ctx, kindFootfall, bin, args, cpu, env)
 }
 
 // startProcess starts a server binary (under taskset when cpu is set) and

@@ -64,6 +64,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// No secret reaches the logs or the returned error, whatever library
+	// wrote the message (a Valkey client error, say).
+	red := newRedactor(cfg.secrets)
+	return red.err(runNode(ctx, cfg, stdout, red.writer(stderr)))
+}
+
+// runNode runs a node with cfg until ctx ends.
+func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	var err error
 	var handler slog.Handler = slog.NewJSONHandler(stderr, nil)
 	if cfg.LogFormat == "text" {
 		handler = slog.NewTextHandler(stderr, nil)
@@ -80,14 +89,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	if cfg.Dev {
-		if cfg.JWTSecret == "" {
-			authCfg.Secret = []byte(randomHex(32))
-			fmt.Fprintf(stdout, "footfall dev mode: JWT secret (HS256): %s\n", authCfg.Secret)
+		// Dev mode builds its own world: fresh credentials every start,
+		// whatever the environment holds (parseConfig left them out).
+		if len(cfg.DevIgnored) > 0 {
+			fmt.Fprintf(stderr, "footfall dev mode: ignoring %s (dev mode uses the in-memory bus and fresh random credentials)\n", strings.Join(cfg.DevIgnored, ", "))
 		}
-		if cfg.APIKey == "" {
-			cfg.APIKey = randomHex(24)
-			fmt.Fprintf(stdout, "footfall dev mode: service API key: %s\n", cfg.APIKey)
-		}
+		authCfg.Secret = []byte(randomHex(32))
+		cfg.APIKey = randomHex(32)
+		fmt.Fprintf(stdout, "footfall dev mode: JWT secret (HS256): %s\n", authCfg.Secret)
+		fmt.Fprintf(stdout, "footfall dev mode: service API key: %s\n", cfg.APIKey)
 	}
 	verifier, err := auth.NewVerifier(authCfg)
 	if err != nil {
@@ -239,9 +249,11 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	sub := fs.String("sub", "", "the token's subject (user id), required")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")
 	admin := fs.Bool("admin", false, "site admin (role: admin): allowed everywhere")
-	secret := fs.String("jwt-secret", getenv("FOOTFALL_JWT_SECRET"), "HS256 secret (FOOTFALL_JWT_SECRET)")
-	aud := fs.String("jwt-audience", getenv("FOOTFALL_JWT_AUDIENCE"), "audience (FOOTFALL_JWT_AUDIENCE)")
-	iss := fs.String("jwt-issuer", getenv("FOOTFALL_JWT_ISSUER"), "issuer (FOOTFALL_JWT_ISSUER)")
+	// Environment values are read after parsing, never made flag defaults:
+	// usage text would show the secret.
+	secret := fs.String("jwt-secret", "", "HS256 secret (default: FOOTFALL_JWT_SECRET)")
+	aud := fs.String("jwt-audience", "", "audience (default: FOOTFALL_JWT_AUDIENCE)")
+	iss := fs.String("jwt-issuer", "", "issuer (default: FOOTFALL_JWT_ISSUER)")
 	communities := map[string]auth.Role{}
 	fs.Func("community", "ID=ROLE (member, moderator or admin); repeatable", func(v string) error {
 		id, role, ok := strings.Cut(v, "=")
@@ -265,6 +277,11 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 			return err
 		}
 		return configErrorf("token: %v", err)
+	}
+	for p, env := range map[*string]string{secret: "FOOTFALL_JWT_SECRET", aud: "FOOTFALL_JWT_AUDIENCE", iss: "FOOTFALL_JWT_ISSUER"} {
+		if *p == "" {
+			*p = getenv(env)
+		}
 	}
 	switch {
 	case *sub == "":

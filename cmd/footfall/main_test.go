@@ -16,6 +16,9 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// testSecret is a JWT secret of the minimum length (32 bytes).
+const testSecret = "0123456789abcdef0123456789abcdef"
+
 func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
@@ -28,18 +31,18 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"no credentials", nil, nil, "FOOTFALL_JWT_SECRET"},
-		{"bad ttl", []string{"--presence-ttl", "soon"}, map[string]string{"FOOTFALL_JWT_SECRET": "s"}, "FOOTFALL_PRESENCE_TTL"},
-		{"bad ttl from env", nil, map[string]string{"FOOTFALL_JWT_SECRET": "s", "FOOTFALL_DASHBOARD_INTERVAL": "-1s"}, "FOOTFALL_DASHBOARD_INTERVAL"},
-		{"bad zone", nil, map[string]string{"FOOTFALL_JWT_SECRET": "s", "FOOTFALL_TIMEZONE": "Mars/Olympus"}, "FOOTFALL_TIMEZONE"},
-		{"bad log format", []string{"--log-format", "xml"}, map[string]string{"FOOTFALL_JWT_SECRET": "s"}, "FOOTFALL_LOG_FORMAT"},
-		{"cert without key", nil, map[string]string{"FOOTFALL_JWT_SECRET": "s", "FOOTFALL_TLS_CERT": "c.pem"}, "FOOTFALL_TLS_KEY"},
+		{"bad ttl", []string{"--presence-ttl", "soon"}, map[string]string{"FOOTFALL_JWT_SECRET": testSecret}, "FOOTFALL_PRESENCE_TTL"},
+		{"bad ttl from env", nil, map[string]string{"FOOTFALL_JWT_SECRET": testSecret, "FOOTFALL_DASHBOARD_INTERVAL": "-1s"}, "FOOTFALL_DASHBOARD_INTERVAL"},
+		{"bad zone", nil, map[string]string{"FOOTFALL_JWT_SECRET": testSecret, "FOOTFALL_TIMEZONE": "Mars/Olympus"}, "FOOTFALL_TIMEZONE"},
+		{"bad log format", []string{"--log-format", "xml"}, map[string]string{"FOOTFALL_JWT_SECRET": testSecret}, "FOOTFALL_LOG_FORMAT"},
+		{"cert without key", nil, map[string]string{"FOOTFALL_JWT_SECRET": testSecret, "FOOTFALL_TLS_CERT": "c.pem"}, "FOOTFALL_TLS_KEY"},
 		{"missing public key file", nil, map[string]string{"FOOTFALL_JWT_PUBLIC_KEY": "/nonexistent.pem"}, "FOOTFALL_JWT_PUBLIC_KEY"},
-		{"bad proxy", nil, map[string]string{"FOOTFALL_JWT_SECRET": "s", "FOOTFALL_TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, "FOOTFALL_TRUSTED_PROXIES"},
-		{"bad limit", []string{"--max-conns-per-ip", "0"}, map[string]string{"FOOTFALL_JWT_SECRET": "s"}, "FOOTFALL_MAX_CONNS_PER_IP"},
-		{"bad rate", nil, map[string]string{"FOOTFALL_JWT_SECRET": "s", "FOOTFALL_MESSAGE_RATE": "fast"}, "FOOTFALL_MESSAGE_RATE"},
-		{"message over frame", []string{"--max-message-bytes", "100000"}, map[string]string{"FOOTFALL_JWT_SECRET": "s"}, "FOOTFALL_MAX_FRAME_BYTES"},
-		{"unknown flag", []string{"--frobnicate"}, map[string]string{"FOOTFALL_JWT_SECRET": "s"}, "frobnicate"},
-		{"token without sub", []string{"token"}, map[string]string{"FOOTFALL_JWT_SECRET": "s"}, "--sub"},
+		{"bad proxy", nil, map[string]string{"FOOTFALL_JWT_SECRET": testSecret, "FOOTFALL_TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, "FOOTFALL_TRUSTED_PROXIES"},
+		{"bad limit", []string{"--max-conns-per-ip", "0"}, map[string]string{"FOOTFALL_JWT_SECRET": testSecret}, "FOOTFALL_MAX_CONNS_PER_IP"},
+		{"bad rate", nil, map[string]string{"FOOTFALL_JWT_SECRET": testSecret, "FOOTFALL_MESSAGE_RATE": "fast"}, "FOOTFALL_MESSAGE_RATE"},
+		{"message over frame", []string{"--max-message-bytes", "100000"}, map[string]string{"FOOTFALL_JWT_SECRET": testSecret}, "FOOTFALL_MAX_FRAME_BYTES"},
+		{"unknown flag", []string{"--frobnicate"}, map[string]string{"FOOTFALL_JWT_SECRET": testSecret}, "frobnicate"},
+		{"token without sub", []string{"token"}, map[string]string{"FOOTFALL_JWT_SECRET": testSecret}, "--sub"},
 		{"token without secret", []string{"token", "--sub", "u"}, nil, "FOOTFALL_JWT_SECRET"},
 	}
 	for _, tc := range cases {
@@ -164,11 +167,11 @@ func TestDevModeEndToEnd(t *testing.T) {
 func TestTokenSubcommand(t *testing.T) {
 	var out, errOut bytes.Buffer
 	args := []string{"token", "--sub", "user-42", "--community", "123E4567-e89b-12d3-a456-426614174000=moderator", "--ttl", "10m"}
-	if err := run(context.Background(), args, env(map[string]string{"FOOTFALL_JWT_SECRET": "op-secret"}), &out, &errOut); err != nil {
+	if err := run(context.Background(), args, env(map[string]string{"FOOTFALL_JWT_SECRET": testSecret}), &out, &errOut); err != nil {
 		t.Fatalf("token: %v (%s)", err, errOut.String())
 	}
 	tok := strings.TrimSpace(out.String())
-	base, _ := startMain(t, nil, map[string]string{"FOOTFALL_JWT_SECRET": "op-secret"})
+	base, _ := startMain(t, nil, map[string]string{"FOOTFALL_JWT_SECRET": testSecret})
 	d := websocket.Dialer{Subprotocols: []string{"bearer", tok}}
 	conn, _, err := d.Dial("ws"+strings.TrimPrefix(base, "http")+"/ws/communities/123e4567-e89b-12d3-a456-426614174000/visitor-dashboard/", nil)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 // It needs nginx (Debian: nginx-light); it skips without it unless
 // FOOTFALL_TEST_REQUIRE_NGINX=1, which .ci/run sets.
 func TestBehindNginx(t *testing.T) {
+	const nginxSecret, nginxAPIKey = "behind-nginx-secret-0123456789abcdef", "behind-nginx-api-key-0123456789abcdef"
 	nginx, err := exec.LookPath("nginx")
 	if err != nil {
 		nginx = "/usr/sbin/nginx" // not on a non-root PATH
@@ -39,7 +40,7 @@ func TestBehindNginx(t *testing.T) {
 	}
 	srv := valkeytest.Start(t)
 	environ := map[string]string{
-		"FOOTFALL_JWT_SECRET": "behind-nginx", "FOOTFALL_API_KEY": "key",
+		"FOOTFALL_JWT_SECRET": nginxSecret, "FOOTFALL_API_KEY": nginxAPIKey,
 		"FOOTFALL_VALKEY_URL":      srv.URL(),
 		"FOOTFALL_TRUSTED_PROXIES": "127.0.0.1",
 	}
@@ -49,7 +50,7 @@ func TestBehindNginx(t *testing.T) {
 
 	const community = "123e4567-e89b-12d3-a456-426614174000"
 	tok := func(sub string, role auth.Role) string {
-		s, _, err := auth.Mint([]byte("behind-nginx"), auth.Claims{Subject: sub, TTL: time.Hour,
+		s, _, err := auth.Mint([]byte(nginxSecret), auth.Claims{Subject: sub, TTL: time.Hour,
 			Communities: map[string]auth.Role{community: role}}, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -147,7 +148,7 @@ func TestBehindNginx(t *testing.T) {
 	// A metric through the balancer reaches the dashboard at once.
 	body := strings.NewReader(`{"metric":"through_nginx","value":1}`)
 	post, _ := http.NewRequest(http.MethodPost, "http://"+front+"/api/v1/communities/"+community+"/metrics", body)
-	post.Header.Set("Authorization", "Bearer key")
+	post.Header.Set("Authorization", "Bearer "+nginxAPIKey)
 	post.Header.Set("Content-Type", "application/json")
 	presp, err := http.DefaultClient.Do(post)
 	if err != nil {

@@ -88,7 +88,7 @@ func TestValkeyUnreachableAtStart(t *testing.T) {
 	for name, url := range cases {
 		t.Run(name, func(t *testing.T) {
 			code, stderr, took := runChild(t, map[string]string{
-				"FOOTFALL_JWT_SECRET": "s", "FOOTFALL_VALKEY_URL": url,
+				"FOOTFALL_JWT_SECRET": testSecret, "FOOTFALL_VALKEY_URL": url,
 			})
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")
 			if code != 2 {
@@ -107,9 +107,10 @@ func TestValkeyUnreachableAtStart(t *testing.T) {
 // Two real nodes (the whole program) on one Valkey count a visitor once
 // and deliver a broadcast made on one node to a dashboard on the other.
 func TestTwoNodesOnValkey(t *testing.T) {
+	const twoNodesSecret, twoNodesKey = "two-nodes-secret-0123456789abcdef", "two-nodes-api-key-0123456789abcdef"
 	srv := valkeytest.Start(t)
 	environ := map[string]string{
-		"FOOTFALL_JWT_SECRET": "two-nodes", "FOOTFALL_API_KEY": "key",
+		"FOOTFALL_JWT_SECRET": twoNodesSecret, "FOOTFALL_API_KEY": twoNodesKey,
 		"FOOTFALL_VALKEY_URL": srv.URL(),
 	}
 	a, logsA := startMain(t, nil, environ)
@@ -128,7 +129,7 @@ func TestTwoNodesOnValkey(t *testing.T) {
 		}
 	}
 	const community = "123e4567-e89b-12d3-a456-426614174000"
-	tok, _, err := auth.Mint([]byte("two-nodes"), auth.Claims{Subject: "user-42", TTL: time.Hour,
+	tok, _, err := auth.Mint([]byte(twoNodesSecret), auth.Claims{Subject: "user-42", TTL: time.Hour,
 		Communities: map[string]auth.Role{community: auth.RoleModerator}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestTwoNodesOnValkey(t *testing.T) {
 	// A metric posted to node A's service API reaches node B's dashboard.
 	body := `{"metric":"signups","value":7}`
 	req, _ := http.NewRequest(http.MethodPost, a+"/api/v1/communities/"+community+"/metrics", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer key")
+	req.Header.Set("Authorization", "Bearer "+twoNodesKey)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -6,6 +6,7 @@ package api_test
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -328,4 +329,61 @@ func TestAnonymousTokens(t *testing.T) {
 		t.Errorf("count poll with anon-1's token = %d %v; want 200 count 3", code, m)
 	}
 	w.quiet()
+}
+
+// TestGraceChurnCoalesced: under churn with the grace on (visitors coming
+// and going, some reloading within the grace) a watcher still gets count
+// messages coalesced to about 10 a second, and the last one it gets is the
+// exact count once the graces have run out.
+func TestGraceChurnCoalesced(t *testing.T) {
+	g := newGateway(t, func(o *api.Options) { o.LeaveGrace = 500 * time.Millisecond })
+	w := g.dial(visitorsPath(community1), member(t, "watcher"))
+	w.readType("visitor_count")
+
+	const n = 40
+	var stays []*wsClient
+	for i := range n {
+		sub := "churner-" + strconv.Itoa(i)
+		v := g.dial(visitorsPath(community1), member(t, sub))
+		v.readType("visitor_count")
+		v.conn.Close()
+		switch i % 3 {
+		case 0: // reloads within the grace and stays
+			v = g.dial(visitorsPath(community1), member(t, sub))
+			v.readType("visitor_count")
+			stays = append(stays, v)
+		case 1: // reloads, then leaves for good
+			v = g.dial(visitorsPath(community1), member(t, sub))
+			v.readType("visitor_count")
+			v.conn.Close()
+		}
+	}
+	want := 1 + len(stays)
+
+	var times []time.Time
+	last := -1
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = w.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		var m message
+		if err := w.conn.ReadJSON(&m); err != nil {
+			break // quiet for 2 s: the churn has settled
+		}
+		times = append(times, time.Now())
+		last = m.num("count")
+	}
+	if last != want {
+		t.Fatalf("last count the watcher got = %d; want %d", last, want)
+	}
+	// At most 10 a second, with one message of slack for delivery jitter.
+	for i := range times {
+		j := i
+		for j < len(times) && times[j].Sub(times[i]) < time.Second {
+			j++
+		}
+		if j-i > 11 {
+			t.Fatalf("%d count messages within one second (from message %d of %d); want at most about 10", j-i, i, len(times))
+		}
+	}
+	t.Logf("%d count messages for %d visitors churning", len(times), n)
 }

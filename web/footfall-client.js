@@ -9,7 +9,7 @@
 //     community: '123e4567-e89b-12d3-a456-426614174000',
 //     token: jwt,                                  // or leave it out and give getToken
 //     getToken: async () => fetchFreshJwt(),       // asked on close code 4004 (expired)
-//   });
+//   });                                            // neither: no credential (see below)
 //   client.on('count', (n) => render(n));
 //   client.on('status', (s) => showStatus(s));    // connecting, connected, ...
 //   client.connect();
@@ -20,6 +20,16 @@
 // (Authorization header, If-None-Match). With transport 'auto' the client falls
 // back by itself when a transport cannot connect and climbs back up later; see
 // TransportLadder below for the rules.
+//
+// Without token and getToken the client sends no credential at all (a
+// WebSocket without subprotocol, SSE without ?token=, REST without
+// Authorization) and the server decides by the cookies the browser sends: on
+// a public community footfall admits the page as a guest, whom its
+// footfall_vid cookie names, so that the tabs of one browser count once; a
+// footfall_session cookie, or a platform's own cookies where footfall asks
+// the platform, work the same way; elsewhere it refuses with 4001. Such a
+// client sends cookies on SSE and REST also when footfall is on another
+// origin (withCredentials), which footfall must allow for the page's origin.
 
 /** @typedef {'websocket' | 'sse' | 'polling'} Transport */
 /** @typedef {'auto' | Transport} TransportChoice */
@@ -28,7 +38,8 @@
  * @typedef {'idle' | 'connecting' | 'connected' | 'reconnecting' | 'paused' | 'stopped' | 'closed'} Status
  * idle: not started; connecting: first attempt; connected: receiving; reconnecting:
  * waiting for or making another attempt; paused: polling in a hidden tab; stopped:
- * gave up for good (4001-4003, or no usable token); closed: close() was called.
+ * gave up for good (4001-4003, or no usable token; 4001 without a token means
+ * the community does not admit guests); closed: close() was called.
  */
 /**
  * @typedef {object} StatusDetail
@@ -82,10 +93,17 @@
  * @property {string} community the community id
  * @property {string} [url] the gateway's base URL, http(s)://host[:port][/prefix]; default: the page's origin
  * @property {StreamName} [stream] 'visitors' (default) or 'dashboard' (moderators, admins)
- * @property {string} [token] a JWT; without it getToken is asked before the first attempt
+ * @property {string} [token] a JWT; without it getToken is asked before the first attempt.
+ *   Without both, the client connects with no credential: a guest of a public community
+ *   (the footfall_vid cookie), or whoever the browser's cookies make it; 4001 otherwise
  * @property {(reason: 'initial' | 'expired' | 'refresh') => string | Promise<string>} [getToken]
  *   returns a fresh JWT; asked on 4004 (expired), before expiry when the token has an
  *   `exp` (sent on an open WebSocket as {"type":"auth"}), and at start without token
+ * @property {boolean} [withCredentials] send cookies with SSE (EventSource withCredentials) and
+ *   REST (fetch credentials 'include') when footfall is on another origin than the page; it
+ *   must then allow that origin by name (an allow-all `*` admits no credentials). Default:
+ *   true without token and getToken (cookies are then the credential), false with them.
+ *   Same-origin requests send cookies either way; WebSocket handshakes always do
  * @property {TransportChoice} [transport] 'auto' (default): WebSocket, then SSE, then polling
  * @property {number} [pingInterval] ms between WebSocket pings (25000)
  * @property {number} [pongTimeout] ms to wait for an answer to a ping before reconnecting (10000)
@@ -351,7 +369,8 @@ export function endpoints(base, community, stream) {
 /**
  * @typedef {object} TransportEnv
  * @property {ReturnType<typeof endpoints>} urls
- * @property {() => string} token
+ * @property {() => string} token the JWT to send; '' sends no credential
+ * @property {boolean} withCredentials cookies on cross-origin SSE and REST
  * @property {Clock} clock
  * @property {Required<Pick<ClientOptions, 'pingInterval' | 'pongTimeout' | 'pollInterval' | 'connectTimeout'>>} opts
  * @property {any} WebSocket
@@ -361,6 +380,23 @@ export function endpoints(base, community, stream) {
  * @property {() => string | null} lastEventId
  * @property {(id: string) => void} setLastEventId
  */
+
+/**
+ * The fetch options of a REST request: the token, if any, as Authorization;
+ * cookies also cross-origin when withCredentials.
+ * @param {TransportEnv} env
+ * @param {Record<string, string>} [extra] more headers
+ * @param {AbortSignal} [signal]
+ * @returns {RequestInit}
+ */
+function restInit(env, extra = {}, signal) {
+  const token = env.token();
+  /** @type {RequestInit} */
+  const init = { headers: token ? { Authorization: `Bearer ${token}`, ...extra } : { ...extra }, cache: 'no-store' };
+  if (env.withCredentials) init.credentials = 'include';
+  if (signal) init.signal = signal;
+  return init;
+}
 
 /** @param {string} raw */
 function parse(raw) {
@@ -381,11 +417,7 @@ async function probeREST(env) {
   const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
   const timer = env.clock.setTimeout(() => ctrl?.abort(), env.opts.connectTimeout);
   try {
-    const res = await env.fetch(env.urls.rest, {
-      headers: { Authorization: `Bearer ${env.token()}` },
-      cache: 'no-store',
-      signal: ctrl?.signal,
-    });
+    const res = await env.fetch(env.urls.rest, restInit(env, {}, ctrl?.signal));
     let code;
     if (res.status >= 400) {
       try {
@@ -415,7 +447,8 @@ function outcomeOfHTTP(r, opened) {
 }
 
 /**
- * WebSocket: the token in the `bearer` subprotocol, pings, close codes.
+ * WebSocket: the token in the `bearer` subprotocol (no subprotocol without a
+ * token), pings, close codes.
  * @param {TransportEnv} env
  * @param {Handlers} h
  * @returns {Connection}
@@ -463,7 +496,8 @@ export function openWebSocket(env, h) {
   };
 
   try {
-    ws = new env.WebSocket(env.urls.websocket, ['bearer', env.token()]);
+    const token = env.token();
+    ws = token ? new env.WebSocket(env.urls.websocket, ['bearer', token]) : new env.WebSocket(env.urls.websocket);
   } catch (err) {
     clock.setTimeout(() => finish({ kind: 'failed', reason: String(err) }), 0);
     return { close() { done = true; }, send: () => false };
@@ -515,7 +549,8 @@ export function openWebSocket(env, h) {
 }
 
 /**
- * SSE: EventSource with ?token= (and ?last_event_id= when resuming). While
+ * SSE: EventSource with ?token= when there is a token (and ?last_event_id=
+ * when resuming), withCredentials when asked. While
  * open, EventSource reconnects by itself and sends Last-Event-ID, so the
  * server replays what was missed; only when it gives up (or keeps failing)
  * does the client take over.
@@ -536,7 +571,8 @@ export function openSSE(env, h) {
   let openTimer = null;
 
   const u = new URL(env.urls.sse);
-  u.searchParams.set('token', env.token());
+  const token = env.token();
+  if (token) u.searchParams.set('token', token);
   const last = env.lastEventId();
   if (last) u.searchParams.set('last_event_id', last);
 
@@ -569,7 +605,7 @@ export function openSSE(env, h) {
   };
 
   try {
-    es = new env.EventSource(u.toString());
+    es = env.withCredentials ? new env.EventSource(u.toString(), { withCredentials: true }) : new env.EventSource(u.toString());
   } catch (err) {
     clock.setTimeout(() => finish({ kind: 'failed', reason: String(err) }), 0);
     return { close() { done = true; }, send: () => false };
@@ -627,8 +663,8 @@ export function openSSE(env, h) {
 }
 
 /**
- * REST polling: GET the snapshot with Authorization and If-None-Match every
- * pollInterval; paused while the tab is hidden.
+ * REST polling: GET the snapshot with Authorization (when there is a token)
+ * and If-None-Match every pollInterval; paused while the tab is hidden.
  * @param {TransportEnv} env
  * @param {Handlers} h
  * @returns {Connection}
@@ -689,10 +725,7 @@ export function openPolling(env, h) {
     let raw = '';
     let code;
     try {
-      /** @type {Record<string, string>} */
-      const headers = { Authorization: `Bearer ${env.token()}` };
-      if (etag) headers['If-None-Match'] = etag;
-      res = await env.fetch(env.urls.rest, { headers, cache: 'no-store', signal: ctrl?.signal });
+      res = await env.fetch(env.urls.rest, restInit(env, etag ? { 'If-None-Match': etag } : {}, ctrl?.signal));
       if (res.status === 200) {
         raw = await res.text();
         msg = parse(raw);
@@ -833,6 +866,7 @@ export class FootfallClient {
     this.#env = {
       urls: endpoints(base, this.community, this.stream),
       token: () => this.#token,
+      withCredentials: options.withCredentials ?? (!options.token && typeof options.getToken !== 'function'),
       clock: this.#clock,
       opts: this.#o,
       WebSocket: options.WebSocket ?? g.WebSocket,
@@ -902,11 +936,7 @@ export class FootfallClient {
     this.#attempt = 0;
     this.#refreshes = 0;
     this.#everOpened = false;
-    if (!this.#token) {
-      if (!this.#getToken) {
-        this.#stop({ code: 4001, reason: 'no token' });
-        return;
-      }
+    if (!this.#token && this.#getToken) {
       this.#setStatus('connecting');
       this.#fetchToken('initial', () => this.#connectNow());
       return;
@@ -1221,7 +1251,7 @@ export class FootfallClient {
  */
 async function probeSnapshot(env) {
   try {
-    const res = await env.fetch(env.urls.rest, { headers: { Authorization: `Bearer ${env.token()}` }, cache: 'no-store' });
+    const res = await env.fetch(env.urls.rest, restInit(env));
     if (res.status !== 200) return null;
     const raw = await res.text();
     const msg = parse(raw);

@@ -446,3 +446,215 @@ test('an SSE stream that opens but errors before its first event counts as faile
   assert.equal(client.count, 7);
   client.close();
 });
+
+// ---------------------------------------------------------------------------
+// No token: no credential on any transport; the server decides (a guest of a
+// public community, by its footfall_vid cookie), and cookies go along with
+// cross-origin SSE and REST.
+
+/** A WebSocket fake that records how many arguments its constructor got. */
+function argcWebSocket() {
+  const WS = fakeWebSocket();
+  class Counting extends WS {
+    constructor(...args) {
+      super(...args);
+      this.argc = args.length;
+    }
+  }
+  Counting.instances = WS.instances;
+  Counting.last = WS.last;
+  return Counting;
+}
+
+/** An EventSource fake that records its constructor's second argument. */
+function initEventSource() {
+  const ES = fakeEventSource();
+  class WithInit extends ES {
+    constructor(url, ...rest) {
+      super(url);
+      this.argc = 1 + rest.length;
+      this.init = rest[0];
+    }
+  }
+  WithInit.instances = ES.instances;
+  WithInit.last = ES.last;
+  return WithInit;
+}
+
+test('no token: the WebSocket opens without a subprotocol and the count follows', async () => {
+  const WS = argcWebSocket();
+  const { client, clock, events } = setup({ token: undefined, WebSocket: WS });
+  client.connect();
+  assert.equal(WS.instances.length, 1, 'connects at once, asking nobody for a token');
+  const ws = WS.last();
+  assert.equal(ws.url, `ws://gw.test:8080/ws/communities/${COMMUNITY}/visitors/`);
+  assert.equal(ws.argc, 1, 'new WebSocket(url): no protocols argument at all');
+  assert.equal(ws.protocols, undefined);
+  ws.accept();
+  ws.deliver(countMsg(1));
+  await clock.advance(0);
+  assert.equal(client.status, 'connected');
+  assert.equal(client.count, 1);
+  // A drop reconnects the same way.
+  ws.serverClose(1006);
+  await clock.until(() => WS.instances.length === 2);
+  assert.equal(WS.last().argc, 1);
+  WS.last().accept();
+  WS.last().deliver(countMsg(1));
+  await clock.advance(0);
+  assert.deepEqual(events.count, [1], 'the same count after the reconnect: no event');
+  client.close();
+  assert.equal(clock.pending(), 0);
+});
+
+test('no token on a community that admits no guests: 4001 stops for good', async () => {
+  const WS = argcWebSocket();
+  const { client, clock, events } = setup({ token: undefined, WebSocket: WS });
+  client.connect();
+  WS.last().accept();
+  WS.last().serverClose(4001, 'no credential');
+  await clock.advance(120000);
+  assert.equal(client.status, 'stopped');
+  assert.equal(WS.instances.length, 1, 'no retry');
+  assert.deepEqual(events.error, [{ code: 4001, reason: 'no credential' }]);
+});
+
+test('no token: SSE without ?token=, withCredentials; its REST probe and resume carry no credential either', async () => {
+  const ES = initEventSource();
+  const inits = [];
+  const { client, clock, fetch } = setup({ token: undefined, transport: 'sse', EventSource: ES }, (url, init) => {
+    inits.push(init);
+    return { status: 200, body: countMsg(1) };
+  });
+  client.connect();
+  const first = new URL(ES.last().url);
+  assert.equal(first.pathname, `/sse/communities/${COMMUNITY}/visitors/`);
+  assert.equal(first.searchParams.has('token'), false);
+  assert.equal(first.search, '');
+  assert.deepEqual(ES.last().init, { withCredentials: true });
+  ES.last().open();
+  ES.last().deliver(countMsg(1), 'e-3');
+  await clock.advance(0);
+  assert.equal(client.status, 'connected');
+  assert.equal(client.count, 1);
+  // requestCount on SSE fetches a snapshot: no Authorization, cookies sent.
+  client.requestCount();
+  await clock.advance(0);
+  assert.equal(fetch.calls.length, 1);
+  assert.deepEqual(fetch.calls[0].headers, {});
+  assert.equal(inits[0].credentials, 'include');
+  // EventSource gives up: the REST probe (no credential) says SSE itself
+  // fails; the next EventSource resumes, still without a token.
+  ES.last().fail({ fatal: true });
+  await clock.until(() => ES.instances.length === 2);
+  assert.deepEqual(fetch.calls[1].headers, {});
+  assert.equal(inits[1].credentials, 'include');
+  const again = new URL(ES.last().url);
+  assert.equal(again.searchParams.has('token'), false);
+  assert.equal(again.searchParams.get('last_event_id'), 'e-3');
+  assert.deepEqual(ES.last().init, { withCredentials: true });
+  client.close();
+});
+
+test('no token: SSE refused as 401 with code 4001 stops', async () => {
+  const ES = initEventSource();
+  const { client, clock, fetch } = setup({ token: undefined, transport: 'sse', EventSource: ES }, () => ({
+    status: 401, body: { error: 'unauthorized', code: 4001 },
+  }));
+  client.connect();
+  ES.last().fail({ fatal: true });
+  await clock.advance(60000);
+  assert.equal(client.status, 'stopped');
+  assert.equal(ES.instances.length, 1);
+  assert.deepEqual(fetch.calls[0].headers, {});
+});
+
+test('no token: polling without Authorization, with cookies, If-None-Match as usual', async () => {
+  const inits = [];
+  let n = 0;
+  const { client, clock, fetch } = setup({ token: undefined, transport: 'polling' }, (url, init) => {
+    inits.push(init);
+    return n++ === 0 ? { status: 200, body: countMsg(1), headers: { ETag: '"g1"' } } : { status: 304, headers: { ETag: '"g1"' } };
+  });
+  client.connect();
+  await clock.advance(0);
+  assert.equal(client.status, 'connected');
+  assert.equal(client.count, 1);
+  await clock.advance(5000);
+  assert.equal(fetch.calls.length, 2);
+  assert.equal(fetch.calls[0].url, `${BASE}/api/v1/communities/${COMMUNITY}/visitors/count`);
+  assert.deepEqual(fetch.calls[0].headers, {});
+  assert.deepEqual(fetch.calls[1].headers, { 'If-None-Match': '"g1"' });
+  for (const init of inits) {
+    assert.equal(init.credentials, 'include');
+    assert.equal(init.cache, 'no-store');
+  }
+  client.close();
+});
+
+test('no token, auto: falls back from WebSocket to SSE and polling with no credential anywhere', async () => {
+  const WS = argcWebSocket();
+  const ES = initEventSource();
+  const { client, clock, fetch } = setup({ token: undefined, WebSocket: WS, EventSource: ES });
+  client.connect();
+  WS.last().refuse();
+  await clock.until(() => WS.instances.length === 2);
+  WS.last().refuse();
+  await clock.advance(0);
+  assert.equal(client.transport, 'sse');
+  assert.equal(new URL(ES.last().url).searchParams.has('token'), false);
+  ES.last().fail();
+  await clock.until(() => ES.instances.length === 2);
+  ES.last().fail();
+  await clock.advance(0);
+  assert.equal(client.transport, 'polling');
+  assert.equal(client.status, 'connected');
+  assert.ok(fetch.calls.length > 0);
+  for (const c of fetch.calls) assert.equal(c.headers.Authorization, undefined);
+  for (const ws of WS.instances) assert.equal(ws.argc, 1);
+  client.close();
+});
+
+test('with a token, cookies stay same-origin unless withCredentials says otherwise', async () => {
+  for (const [opts, want] of [[{}, false], [{ withCredentials: true }, true], [{ getToken: () => 'tok-2', token: undefined }, false]]) {
+    const ES = initEventSource();
+    const inits = [];
+    const { client, clock } = setup({ transport: 'sse', EventSource: ES, ...opts }, (url, init) => {
+      inits.push(init);
+      return { status: 200, body: countMsg(2) };
+    });
+    client.connect();
+    await clock.advance(0);
+    const es = ES.last();
+    assert.equal(es.argc, want ? 2 : 1, `${JSON.stringify(opts)}: EventSource arguments`);
+    if (want) assert.deepEqual(es.init, { withCredentials: true });
+    assert.match(new URL(es.url).searchParams.get('token'), /^tok-/);
+    es.open();
+    es.deliver(countMsg(2));
+    client.requestCount();
+    await clock.advance(0);
+    assert.equal(inits.length, 1);
+    assert.equal(inits[0].credentials, want ? 'include' : undefined, `${JSON.stringify(opts)}: fetch credentials`);
+    assert.match(inits[0].headers.Authorization, /^Bearer tok-/);
+    client.close();
+  }
+  // And a client without a token can be told not to send cookies cross-origin.
+  const ES = initEventSource();
+  const { client } = setup({ token: undefined, transport: 'sse', EventSource: ES, withCredentials: false });
+  client.connect();
+  assert.equal(ES.last().argc, 1);
+  client.close();
+});
+
+test('no token, then setToken: the next connection carries the token', async () => {
+  const WS = argcWebSocket();
+  const { client, clock } = setup({ token: undefined, WebSocket: WS });
+  client.connect();
+  WS.last().accept();
+  WS.last().deliver(countMsg(1));
+  client.setToken('tok-9');
+  WS.last().serverClose(1006);
+  await clock.until(() => WS.instances.length === 2);
+  assert.deepEqual(WS.last().protocols, ['bearer', 'tok-9']);
+  client.close();
+});

@@ -16,7 +16,8 @@
 // subprotocol may not contain a space); the ping timer lives in the client
 // and is cleared on close and on unmount; it reconnects with backoff, stops on
 // 4001-4003, asks getToken on 4004, and falls back to SSE or polling where
-// WebSockets are blocked.
+// WebSockets are blocked. Pages without a signed-in user pass { guest: true }
+// to watch a public community with no token.
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { FootfallClient } from '../footfall-client.js';
 
@@ -27,6 +28,8 @@ import { FootfallClient } from '../footfall-client.js';
  * @property {(reason: string) => string | Promise<string>} [getToken] asked for a fresh JWT (on 4004, before expiry, and at start without token)
  * @property {'auto' | 'websocket' | 'sse' | 'polling'} [transport] default 'auto'; a new value reconnects
  * @property {'visitors' | 'dashboard'} [stream] default 'visitors'; a new value reconnects
+ * @property {boolean} [guest] true: without token and getToken, connect with no credential (a guest of a
+ *   public community, counted once per browser by its footfall_vid cookie); false (default): wait for one
  * @property {boolean} [enabled] false: stay disconnected (default true)
  * Every other FootfallClient option is passed on when the client is created.
  */
@@ -40,7 +43,7 @@ import { FootfallClient } from '../footfall-client.js';
  *   error: {code?: number | string, reason?: string} | null, requestCount: () => void}}
  */
 export function useVisitorCount(communityId, options = {}) {
-  const { url, token, getToken, transport = 'auto', stream = 'visitors', enabled = true, ...clientOptions } = options;
+  const { url, token, getToken, transport = 'auto', stream = 'visitors', enabled = true, guest = false, ...clientOptions } = options;
   const [state, setState] = useState(() => ({
     count: null, status: 'idle', transport: null, dashboard: null, metrics: {}, error: null,
   }));
@@ -54,7 +57,7 @@ export function useVisitorCount(communityId, options = {}) {
   const hasGetToken = typeof getToken === 'function';
 
   useEffect(() => {
-    if (!enabled || !communityId || (!token && !hasGetToken)) return undefined;
+    if (!enabled || !communityId || (!token && !hasGetToken && !guest)) return undefined;
     const client = new FootfallClient({
       ...extraRef.current,
       url,
@@ -80,7 +83,7 @@ export function useVisitorCount(communityId, options = {}) {
       client.close(); // closes the socket and clears its ping timer
       if (clientRef.current === client) clientRef.current = null;
     };
-  }, [enabled, communityId, url, token, hasGetToken, transport, stream]);
+  }, [enabled, communityId, url, token, hasGetToken, guest, transport, stream]);
 
   const requestCount = useCallback(() => clientRef.current?.requestCount(), []);
   return { ...state, isConnected: state.status === 'connected', requestCount };

@@ -59,3 +59,23 @@ test('useVisitorCount reports a refused token and stays disconnected without one
   assert.equal(WS.instances.length, 1);
   none.unmount();
 });
+
+test('useVisitorCount with guest: true connects without a credential, and with the token once there is one', () => {
+  const clock = fakeClock();
+  const WS = fakeWebSocket();
+  const h = renderHook(
+    (p) => useVisitorCount(COMMUNITY, { url: 'http://gw.test', guest: true, token: p.token, WebSocket: WS, clock, document: null }),
+    { token: undefined },
+  );
+  assert.equal(WS.instances.length, 1);
+  assert.equal(WS.last().protocols, undefined, 'no subprotocol');
+  WS.last().accept();
+  WS.last().deliver(countMsg(1));
+  assert.equal(h.result.count, 1);
+  assert.equal(h.result.isConnected, true);
+  h.rerender({ token: 'tok-1' });
+  assert.equal(WS.instances[0].closedByClient, true);
+  assert.deepEqual(WS.last().protocols, ['bearer', 'tok-1']);
+  h.unmount();
+  assert.equal(clock.pending(), 0);
+});

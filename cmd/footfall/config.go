@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/footfall/footfall/streams"
 )
 
 // configError is a bad or missing setting: footfall says so in one line and
@@ -37,11 +39,14 @@ type config struct {
 	APIKey            string
 	AllowedOrigins    []string
 	PresenceTTL       time.Duration
+	LeaveGrace        time.Duration
+	PublicComms       []string
 	DashboardInterval time.Duration
 	Timezone          *time.Location
 	LogFormat         string
 	TLSCert, TLSKey   string
 	ShutdownTimeout   time.Duration
+	IdleTimeout       time.Duration
 	TrustedProxies    []*net.IPNet
 	ConnRatePerIP     float64
 	MaxConnsPerIP     int
@@ -65,6 +70,10 @@ type config struct {
 // minSecretBytes is the shortest HS256 secret or API key footfall starts
 // with outside --dev: 32 bytes, the HMAC-SHA256 output size.
 const minSecretBytes = 32
+
+// maxIdleTimeout bounds how long an idle keep-alive HTTP connection stays
+// open.
+const maxIdleTimeout = 2 * time.Minute
 
 // devAddr is where --dev listens unless an address is given: this machine
 // only.
@@ -116,6 +125,8 @@ func (c *config) settings() []setting {
 		secretSetting(setting{flag: "api-key", usage: "bearer key of the service API, at least 32 bytes; empty disables it", set: raw(&c.APIKey)}, minSecretBytes),
 		{flag: "allowed-origins", usage: "comma list of allowed Origins for WebSocket/SSE; * allows all; empty = same host", set: list(&c.AllowedOrigins)},
 		{flag: "presence-ttl", def: "30s", usage: "how long a visitor stays present after its last sign of life", set: duration(&c.PresenceTTL, 0)},
+		{flag: "leave-grace", def: "5s", usage: "how long a visitor whose last stream connection closed stays present (0s = leaves at once)", set: grace(&c.LeaveGrace)},
+		{flag: "public-communities", usage: "* or comma list of community ids whose visitors stream and count admit guests (in --dev: * unless set)", set: communities(&c.PublicComms)},
 		{flag: "dashboard-interval", def: "30s", usage: "periodic dashboard push", set: duration(&c.DashboardInterval, 0)},
 		{flag: "timezone", def: "UTC", usage: "IANA zone that defines today", set: func(v string) (err error) {
 			if c.Timezone, err = time.LoadLocation(v); err != nil {
@@ -133,6 +144,7 @@ func (c *config) settings() []setting {
 		{flag: "tls-cert", usage: "PEM certificate: serve HTTPS/WSS directly", set: text(&c.TLSCert)},
 		{flag: "tls-key", usage: "PEM private key for --tls-cert", set: text(&c.TLSKey)},
 		{flag: "shutdown-timeout", def: "10s", usage: "how long a graceful shutdown may take", set: duration(&c.ShutdownTimeout, 0)},
+		{flag: "idle-timeout", def: "2m", usage: "how long an idle keep-alive HTTP connection stays open (at most 2m)", set: duration(&c.IdleTimeout, maxIdleTimeout)},
 		{flag: "trusted-proxies", usage: "comma list of proxy CIDRs whose X-Forwarded-For is believed; empty = none", set: cidrs(&c.TrustedProxies)},
 		{flag: "conn-rate-per-ip", def: "20", usage: "new stream connections per client IP per second (burst twice that)", set: positiveFloat(&c.ConnRatePerIP)},
 		{flag: "max-conns-per-ip", def: "200", usage: "open stream connections per client IP", set: positiveInt(&c.MaxConnsPerIP)},
@@ -274,6 +286,39 @@ func duration(dst *time.Duration, limit time.Duration) func(string) error {
 			return fmt.Errorf("must be at most %v, not %q", limit, v)
 		}
 		*dst = d
+		return nil
+	}
+}
+
+// grace stores a duration of zero or more, at most an hour.
+func grace(dst *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 || d > time.Hour {
+			return fmt.Errorf("must be a duration from 0s to 1h such as 5s, not %q", v)
+		}
+		*dst = d
+		return nil
+	}
+}
+
+// communities stores "*" or a comma list of valid community ids.
+func communities(dst *[]string) func(string) error {
+	return func(v string) error {
+		*dst = nil
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			if p != "*" {
+				id, ok := streams.NormalizeCommunityID(p)
+				if !ok {
+					return fmt.Errorf("must be * or community ids ([0-9a-fA-F-]+), not %q", p)
+				}
+				p = id
+			}
+			*dst = append(*dst, p)
+		}
 		return nil
 	}
 }

@@ -9,7 +9,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -117,6 +119,9 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		APIKey:            cfg.APIKey,
 		AllowedOrigins:    cfg.AllowedOrigins,
 		PresenceTTL:       cfg.PresenceTTL,
+		LeaveGrace:        cfg.LeaveGrace,
+		PublicCommunities: cfg.PublicComms,
+		GuestKey:          guestKey(authCfg.Secret, cfg.APIKey),
 		DashboardInterval: cfg.DashboardInterval,
 		Dev:               cfg.Dev,
 		Web:               web.FS(),
@@ -130,6 +135,13 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	if cfg.Dev {
 		opts.DevSecret, opts.DevAudience, opts.DevIssuer = authCfg.Secret, cfg.JWTAudience, cfg.JWTIssuer
+		if len(opts.PublicCommunities) == 0 {
+			// The demo page's "guest" choice needs a public community.
+			opts.PublicCommunities = []string{"*"}
+		}
+	}
+	if len(opts.PublicCommunities) > 0 && opts.GuestKey == nil && cfg.ValkeyURL != "" {
+		log.Warn("guests: neither FOOTFALL_JWT_SECRET nor FOOTFALL_API_KEY is set, so each node signs footfall_vid cookies with a key of its own; a guest moving to another node counts again there")
 	}
 	srv := api.New(opts)
 	defer srv.Close()
@@ -148,7 +160,10 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(handler, slog.LevelWarn),
+		// An idle keep-alive connection is closed after this (hijacked
+		// streams are not idle connections: they have their own keepalive).
+		IdleTimeout: cfg.IdleTimeout,
+		ErrorLog:    slog.NewLogLogger(handler, slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() {
@@ -344,4 +359,19 @@ func runHealthcheck(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("healthcheck: /healthz answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// guestKey derives the key that signs guests' footfall_vid cookies from
+// the secrets every node of a cluster shares (the HS256 secret, the API
+// key), so that a cookie one node issued is valid on all. Nil when neither
+// is set: the server then draws a key of its own.
+func guestKey(secret []byte, apiKey string) []byte {
+	if len(secret) == 0 && apiKey == "" {
+		return nil
+	}
+	m := hmac.New(sha256.New, []byte("footfall guest cookie key v1"))
+	m.Write(secret)
+	m.Write([]byte{0})
+	m.Write([]byte(apiKey))
+	return m.Sum(nil)
 }

@@ -109,8 +109,24 @@ func cmdChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.PerIP, "clients-per-ip", 20, "clients per loopback source address, below footfall's per-IP connection limits; 0: all from one")
 	repeat := fs.Int("repeat", 1, "runs (fresh server each); the report gives the medians")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	mode := fs.String("mode", "burst", "burst (visitors join at once, then leave) or reconnect (visitors drop and come back within the leave grace; see churn_reconnect.go)")
+	rf := registerReconnectFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	switch *mode {
+	case "burst":
+	case "reconnect":
+		rc, err := rf.config(fs, cfg)
+		if err != nil {
+			return err
+		}
+		if *repeat < 1 {
+			return usagef("--repeat must be at least 1")
+		}
+		return cmdChurnReconnect(ctx, sf, rc, *repeat, *asJSON, stdout, stderr)
+	default:
+		return usagef("--mode must be burst or reconnect")
 	}
 	switch {
 	case cfg.Visitors < 1, cfg.Watchers < 1:

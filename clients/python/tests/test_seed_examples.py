@@ -79,7 +79,6 @@ def django_signals():
     """Returns (post_save, receiver, patch of sys.modules): Django's own if installed, else stand-ins."""
     try:
         import django  # noqa: F401
-        from django.conf import settings
         from django.db.models.signals import post_save
         from django.dispatch import receiver
     except ImportError:
@@ -96,8 +95,9 @@ def django_signals():
             modules[name] = types.ModuleType(name)
         modules["django.db.models.signals"].post_save = post_save
         return post_save, receiver, mock.patch.dict(sys.modules, modules)
-    if not settings.configured:
-        settings.configure()
+    from tests import django_site
+
+    django_site.configure()
     return post_save, receiver, mock.patch.dict(sys.modules)
 
 

@@ -5,6 +5,7 @@ package api_test
 // WebSocket, SSE and HTTP clients (docs/protocol.md, presence).
 
 import (
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -386,4 +387,26 @@ func TestGraceChurnCoalesced(t *testing.T) {
 		}
 	}
 	t.Logf("%d count messages for %d visitors churning", len(times), n)
+}
+
+// TestGuestCookieSecure: the cookie is Secure when a trusted proxy says the
+// client came over https, and only then.
+func TestGuestCookieSecure(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		g := newGateway(t, func(o *api.Options) {
+			o.PublicCommunities = []string{"*"}
+			if trusted {
+				_, loopback, _ := net.ParseCIDR("127.0.0.1/32")
+				o.Limits.TrustedProxies = []*net.IPNet{loopback}
+			}
+		})
+		_, h, _ := g.get(countPath(community1), http.Header{"X-Forwarded-Proto": {"https"}})
+		raw := h.Get("Set-Cookie")
+		if raw == "" {
+			t.Fatalf("no guest cookie")
+		}
+		if got := strings.Contains(raw, "; Secure"); got != trusted {
+			t.Errorf("trusted proxy %v, X-Forwarded-Proto https: Set-Cookie %q Secure = %v; want %v", trusted, raw, got, trusted)
+		}
+	}
 }

@@ -84,6 +84,14 @@ var sseLinger = 2 * time.Second
 // the r3labs stream's buffer too, so that all of them fit into it at once.
 const sseMaxPending = 64
 
+// sseMaxReplay bounds the events a resume replays: below sseMaxPending, so
+// that a replay handed over in one go never overruns the stream's buffer
+// (which would end the stream and make the client retry the same resume).
+const sseMaxReplay = 48
+
+// maxLastEventIDBytes bounds a Last-Event-ID; a longer one is unknown.
+const maxLastEventIDBytes = 128
+
 func newSSEServer() *sse.Server {
 	srv := sse.New()
 	srv.AutoReplay = false
@@ -141,8 +149,12 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		}
 		var missed []streams.Event
 		resumed := false
-		if lastID != "" {
-			m, ok, err := s.bus.History(r.Context(), community, lastID)
+		// A resume replays the missed events only when they fit in what
+		// the stream can take at once; a longer gap, or an id too long to
+		// be one of ours, gets a fresh snapshot instead (docs/protocol.md,
+		// SSE resume).
+		if lastID != "" && len(lastID) <= maxLastEventIDBytes {
+			m, ok, err := s.bus.History(r.Context(), community, lastID, sseMaxReplay)
 			if err != nil {
 				s.log.Warn("history failed", "request_id", reqID, "community", community, "err", err)
 			}
@@ -485,6 +497,10 @@ type sseTransport struct {
 	published  int64     // events handed on: to r3labs or to pending
 	flushed    int64     // events r3labs wrote and flushed
 	lastData   time.Time // when the last message (not a heartbeat) was handed on
+	// lastID is the id of the last message handed on: the stream's
+	// terminal event repeats it, because r3labs writes an `id:` line with
+	// every message and an empty one would reset the client's resume point.
+	lastID []byte
 	booked     bool      // the alarm is booked
 	started    int64     // sessions started
 }
@@ -665,6 +681,7 @@ func (t *sseTransport) publish(ev *sse.Event, data bool) error {
 	t.published++
 	if data {
 		t.lastData = time.Now()
+		t.lastID = ev.ID
 	}
 	return nil
 }
@@ -706,6 +723,11 @@ func (t *sseTransport) end(code int, reason string) {
 			Message string `json:"message"`
 		}{"shutdown", "node shutting down; reconnect"})
 		last = &sse.Event{Event: []byte("shutdown"), Data: data, Retry: []byte(sseShutdownRetry)}
+	}
+	if last != nil {
+		t.mu.Lock()
+		last.ID = t.lastID
+		t.mu.Unlock()
 	}
 	if last != nil && t.publish(last, true) == nil {
 		deadline := time.Now().Add(closeWait)

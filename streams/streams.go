@@ -212,9 +212,11 @@ type Bus interface {
 
 	// History returns the events of community published after the event
 	// with id afterID, oldest first. ok is false when afterID is unknown or
-	// no longer in history (the caller then starts from a snapshot). The
-	// history keeps at least the last 100 events and the last 5 minutes.
-	History(ctx context.Context, community, afterID string) (events []Event, ok bool, err error)
+	// no longer in history, or when more than limit events came after it
+	// (limit > 0; the caller then starts from a snapshot, and the bus reads
+	// none of them). The history keeps at least the last 100 events and the
+	// last 5 minutes.
+	History(ctx context.Context, community, afterID string, limit int) (events []Event, ok bool, err error)
 
 	// Touch makes s live (adding or renewing it).
 	Touch(ctx context.Context, s Source) (PresenceResult, error)

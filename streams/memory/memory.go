@@ -423,7 +423,7 @@ func (b *Bus) Publish(ctx context.Context, e streams.Event) (streams.Event, erro
 // History returns the events of community after afterID, oldest first.
 // afterID must be an id of this Bus no older than the event just before
 // the oldest one kept (all events after it are still there to replay).
-func (b *Bus) History(ctx context.Context, community, afterID string) ([]streams.Event, bool, error) {
+func (b *Bus) History(ctx context.Context, community, afterID string, limit int) ([]streams.Event, bool, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, false, err
 	}
@@ -447,6 +447,9 @@ func (b *Bus) History(ctx context.Context, community, afterID string) ([]streams
 	}
 	if after == c.seq {
 		return []streams.Event{}, true, nil
+	}
+	if limit > 0 && c.seq-after > uint64(limit) {
+		return nil, false, nil
 	}
 	first := c.history[0].e.Seq
 	if after+1 < first {

@@ -520,14 +520,14 @@ func TestHistoryRetention(t *testing.T) {
 			}
 			clock.Advance(tt.age)
 			last := uint64(tt.published)
-			evs, ok, err := b.History(ctx, community, ids[tt.oldestAfter-1])
+			evs, ok, err := b.History(ctx, community, ids[tt.oldestAfter-1], 0)
 			if err != nil || !ok || uint64(len(evs)) != last-tt.oldestAfter {
 				t.Errorf("History(after #%d) = %d events, %v, %v; want %d events, true, nil", tt.oldestAfter, len(evs), ok, err, last-tt.oldestAfter)
 			} else if evs[0].Seq != tt.oldestAfter+1 || evs[len(evs)-1].Seq != last {
 				t.Errorf("History(after #%d) spans #%d..#%d; want #%d..#%d", tt.oldestAfter, evs[0].Seq, evs[len(evs)-1].Seq, tt.oldestAfter+1, last)
 			}
 			if tt.oldestAfter > 1 {
-				if _, ok, err := b.History(ctx, community, ids[tt.oldestAfter-2]); err != nil || ok {
+				if _, ok, err := b.History(ctx, community, ids[tt.oldestAfter-2], 0); err != nil || ok {
 					t.Errorf("History(after #%d) ok = %v, %v; want false, nil (no longer in history)", tt.oldestAfter-1, ok, err)
 				}
 			}
@@ -555,7 +555,7 @@ func TestIDsDifferAcrossBuses(t *testing.T) {
 	if !strings.HasSuffix(e1.ID, "-1") {
 		t.Errorf("Publish().ID = %q; want \"<epoch>-1\"", e1.ID)
 	}
-	if _, ok, _ := b2.History(ctx, community, e1.ID); ok {
+	if _, ok, _ := b2.History(ctx, community, e1.ID, 0); ok {
 		t.Errorf("History(id of another bus) ok = true; want false")
 	}
 }
@@ -570,7 +570,7 @@ func TestPublishCopiesPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	value[0] = '9'
-	evs, _, _ := b.History(ctx, community, first.ID)
+	evs, _, _ := b.History(ctx, community, first.ID, 0)
 	if len(evs) != 1 || string(evs[0].Value) != "12" {
 		t.Errorf("History().Value after the caller changed its buffer = %s; want 12", evs[0].Value)
 	}

@@ -82,6 +82,7 @@ func Run(t *testing.T, newBus func(t testing.TB, opts Options) streams.Bus) {
 			{"AfterID", s.testHistoryAfterID},
 			{"Unknown", s.testHistoryUnknown},
 			{"Keeps", s.testHistoryKeeps},
+			{"Limit", s.testHistoryLimit},
 		}},
 		{"Presence", []subtest{
 			{"Tabs", s.testTabs},
@@ -554,7 +555,7 @@ func (s *suite) testHistoryAfterID(t *testing.T) {
 	for i := range 5 {
 		published = append(published, publish(t, bus, analytics(c, i)))
 	}
-	got, ok, err := bus.History(t.Context(), c, published[1].ID)
+	got, ok, err := bus.History(t.Context(), c, published[1].ID, 0)
 	if err != nil || !ok {
 		t.Fatalf("History(%s, #2) = _, %v, %v; want ok", c, ok, err)
 	}
@@ -567,7 +568,7 @@ func (s *suite) testHistoryAfterID(t *testing.T) {
 			t.Errorf("History(%s, #2)[%d] = %+v; want %+v", c, i, e, p)
 		}
 	}
-	got, ok, err = bus.History(t.Context(), c, published[4].ID)
+	got, ok, err = bus.History(t.Context(), c, published[4].ID, 0)
 	if err != nil || !ok || len(got) != 0 {
 		t.Errorf("History(%s, last) = %s, %v, %v; want [], true, nil", c, describe(got), ok, err)
 	}
@@ -578,14 +579,35 @@ func (s *suite) testHistoryUnknown(t *testing.T) {
 	c := newCommunity()
 	e := publish(t, bus, analytics(c, 1))
 	for _, id := range []string{"", "unknown", "0", "-1", e.ID + "x", "x" + e.ID} {
-		got, ok, err := bus.History(t.Context(), c, id)
+		got, ok, err := bus.History(t.Context(), c, id, 0)
 		if err != nil || ok {
 			t.Errorf("History(%s, %q) = %s, %v, %v; want _, false, nil", c, id, describe(got), ok, err)
 		}
 	}
-	got, ok, err := bus.History(t.Context(), newCommunity(), "unknown")
+	got, ok, err := bus.History(t.Context(), newCommunity(), "unknown", 0)
 	if err != nil || ok {
 		t.Errorf("History(unused community, unknown) = %s, %v, %v; want _, false, nil", describe(got), ok, err)
+	}
+}
+
+// testHistoryLimit: with a limit, a gap of more events than the limit is
+// not ok (the caller starts from a snapshot); up to the limit it is read.
+func (s *suite) testHistoryLimit(t *testing.T) {
+	bus := s.bus(t)
+	c := newCommunity()
+	var published []streams.Event
+	for i := range 10 {
+		published = append(published, publish(t, bus, analytics(c, i)))
+	}
+	if got, ok, err := bus.History(t.Context(), c, published[0].ID, 8); err != nil || ok || len(got) != 0 {
+		t.Errorf("History(%s, #1, limit 8) = %s, %v, %v; want nothing, false (9 events missed)", c, describe(got), ok, err)
+	}
+	got, ok, err := bus.History(t.Context(), c, published[0].ID, 9)
+	if err != nil || !ok || len(got) != 9 || got[0].ID != published[1].ID {
+		t.Errorf("History(%s, #1, limit 9) = %s, %v, %v; want the 9 later events", c, describe(got), ok, err)
+	}
+	if got, ok, err := bus.History(t.Context(), c, published[9].ID, 1); err != nil || !ok || len(got) != 0 {
+		t.Errorf("History(%s, last, limit 1) = %s, %v, %v; want [], true", c, describe(got), ok, err)
 	}
 }
 
@@ -599,7 +621,7 @@ func (s *suite) testHistoryKeeps(t *testing.T) {
 	}
 	// All n events are younger than 5 minutes: all are kept.
 	for _, from := range []int{0, n - 101, n - 2} {
-		got, ok, err := bus.History(t.Context(), c, published[from].ID)
+		got, ok, err := bus.History(t.Context(), c, published[from].ID, 0)
 		if err != nil || !ok {
 			t.Fatalf("History(%s, #%d of %d) = _, %v, %v; want ok", c, from+1, n, ok, err)
 		}
@@ -658,7 +680,7 @@ func (s *suite) testTabs(t *testing.T) {
 
 	// Presence events are in history like any other.
 	if len(joined) == 1 {
-		hist, ok, err := bus.History(t.Context(), c, joined[0].ID)
+		hist, ok, err := bus.History(t.Context(), c, joined[0].ID, 0)
 		if err != nil || !ok {
 			t.Fatalf("History(%s, joined) = _, %v, %v; want ok", c, ok, err)
 		}
@@ -800,7 +822,7 @@ func (s *suite) testSnapshot(t *testing.T) {
 	if snap2.Seq != e.Seq || snap2.LastID != e.ID {
 		t.Errorf("Snapshot(%s) after Publish = {Seq:%d LastID:%q}; want {Seq:%d LastID:%q}", c, snap2.Seq, snap2.LastID, e.Seq, e.ID)
 	}
-	if missed, ok, err := bus.History(t.Context(), c, snap.LastID); err != nil || !ok || len(missed) != 1 || missed[0].ID != e.ID {
+	if missed, ok, err := bus.History(t.Context(), c, snap.LastID, 0); err != nil || !ok || len(missed) != 1 || missed[0].ID != e.ID {
 		t.Errorf("History(after Snapshot.LastID %q) = %s, %v, %v; want [%s]", snap.LastID, describe(missed), ok, err, e.ID)
 	}
 	// A second tab changes nothing: its result still names the last event.
@@ -1265,7 +1287,7 @@ func (s *suite) testClose(t *testing.T) {
 		{"Ping", bus.Ping(ctx)},
 		{"Publish", second(bus.Publish(ctx, analytics(c, 1)))},
 		{"Subscribe", second(bus.Subscribe(ctx, c, func(*streams.Event) {}))},
-		{"History", third(bus.History(ctx, c, "x"))},
+		{"History", third(bus.History(ctx, c, "x", 0))},
 		{"Touch", second(bus.Touch(ctx, streams.Source{Community: c, Visitor: v, ID: "tab"}))},
 		{"Leave", second(bus.Leave(ctx, c, v, "tab"))},
 		{"Snapshot", second(bus.Snapshot(ctx, c))},

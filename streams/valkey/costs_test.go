@@ -116,7 +116,7 @@ func TestCosts(t *testing.T) {
 			epoch, _, _ := strings.Cut(snap.LastID, "-")
 			after := fmt.Sprintf("%s-%d", epoch, snap.Seq-10)
 			each(b, c, func(b *Bus, c string, i int) {
-				if evs, ok, err := b.History(context.Background(), c, after); err != nil || !ok || len(evs) != 10 {
+				if evs, ok, err := b.History(context.Background(), c, after, 0); err != nil || !ok || len(evs) != 10 {
 					t.Errorf("History = %d events, %v, %v; want 10", len(evs), ok, err)
 				}
 			})

@@ -102,7 +102,7 @@ func (b *Bus) Publish(ctx context.Context, e streams.Event) (streams.Event, erro
 // History returns the events of community after afterID, oldest first, or
 // ok = false when afterID is not an id of the community's current epoch or
 // the events after it are no longer all kept.
-func (b *Bus) History(ctx context.Context, community, afterID string) ([]streams.Event, bool, error) {
+func (b *Bus) History(ctx context.Context, community, afterID string, limit int) ([]streams.Event, bool, error) {
 	if err := b.check(ctx); err != nil {
 		return nil, false, err
 	}
@@ -114,7 +114,7 @@ func (b *Bus) History(ctx context.Context, community, afterID string) ([]streams
 	if err != nil || after == 0 {
 		return nil, false, nil
 	}
-	fs, ok, err := b.history(ctx, community, afterID[:i], after)
+	fs, ok, err := b.history(ctx, community, afterID[:i], after, limit)
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -125,9 +125,11 @@ func (b *Bus) History(ctx context.Context, community, afterID string) ([]streams
 	return events, true, nil
 }
 
-func (b *Bus) history(ctx context.Context, community, epoch string, after uint64) ([]framed, bool, error) {
+// history reads the events after seq after of epoch; with limit > 0, ok is
+// false (and nothing is read) when more than limit came after it.
+func (b *Bus) history(ctx context.Context, community, epoch string, after uint64, limit int) ([]framed, bool, error) {
 	vals, err := b.s.history.exec(ctx, b.client, []string{metaKey(community)},
-		[]string{epoch, strconv.FormatUint(after, 10)}).ToArray()
+		[]string{epoch, strconv.FormatUint(after, 10), strconv.Itoa(max(limit, 0))}).ToArray()
 	if err != nil {
 		return nil, false, fmt.Errorf("valkey: history: %w", err)
 	}
@@ -540,7 +542,7 @@ func (b *Bus) repairTopic(t *topic) {
 	if after > 0 {
 		ctx, cancel := b.bgContext()
 		var err error
-		fs, ok, err = b.history(ctx, t.community, epoch, after)
+		fs, ok, err = b.history(ctx, t.community, epoch, after, 0)
 		cancel()
 		if err != nil {
 			b.log.Warn("valkey: read missed events", "community", t.community, "err", err)

@@ -452,8 +452,8 @@ return {s, epoch()}
 `
 
 // historyScript returns {1, payload...} with the events after seq ARGV[2]
-// of epoch ARGV[1], or {0} when they are not all in the history any more.
-// It reads only.
+// of epoch ARGV[1], or {0} when they are not all in the history any more,
+// or when there are more than ARGV[3] of them (ARGV[3] > 0). It reads only.
 const historyScript = `
 local META = KEYS[1]
 local LOG = string.sub(META, 1, -2) .. 'l'
@@ -467,6 +467,10 @@ if after > s then
 end
 if after == s then
   return {1}
+end
+local limit = tonumber(ARGV[3] or '0')
+if limit > 0 and s - after > limit then
+  return {0}
 end
 local es = redis.call('XRANGE', LOG, string.format('%d', after + 1), '+')
 if #es == 0 or tonumber(string.match(es[1][1], '^(%d+)-')) ~= after + 1 then

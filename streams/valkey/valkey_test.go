@@ -281,7 +281,7 @@ func testMultiNode(t *testing.T, url string) {
 			t.Errorf("event on b = {ID:%s Seq:%d Value:%s Time:%v}; want {ID:%s Seq:%d Value:%s Time:%v}",
 				got.ID, got.Seq, got.Value, got.Time, e.ID, e.Seq, e.Value, e.Time)
 		}
-		hist, ok, err := b.History(t.Context(), c, e.ID)
+		hist, ok, err := b.History(t.Context(), c, e.ID, 0)
 		if err != nil || !ok || len(hist) != 0 {
 			t.Errorf("History(b, id from a) = %d events, %v, %v; want 0, true, nil", len(hist), ok, err)
 		}
@@ -544,7 +544,7 @@ func testOutage(t *testing.T, url string, srv *valkeytest.Server, single bool) {
 		}
 	}
 	if single {
-		if _, ok, err := a.History(t.Context(), comms[0], oldID); err != nil || ok {
+		if _, ok, err := a.History(t.Context(), comms[0], oldID, 0); err != nil || ok {
 			t.Errorf("History(id from before the data loss) = _, %v, %v; want false, nil", ok, err)
 		}
 	}
@@ -956,7 +956,7 @@ func TestHistoryRetention(t *testing.T) {
 	for range 150 {
 		publish()
 	}
-	if evs, ok, err := b.History(t.Context(), c, ids[0]); err != nil || !ok || len(evs) != 149 {
+	if evs, ok, err := b.History(t.Context(), c, ids[0], 0); err != nil || !ok || len(evs) != 149 {
 		t.Fatalf("History(after #1 of 150 young events) = %d, %v, %v; want 149, true, nil", len(evs), ok, err)
 	}
 	clock.Set(start.Add(HistoryAge + time.Minute))
@@ -964,10 +964,10 @@ func TestHistoryRetention(t *testing.T) {
 		publish()
 	}
 	// 155 events, all but the last 5 old: #56..#155 are kept.
-	if evs, ok, err := b.History(t.Context(), c, ids[54]); err != nil || !ok || len(evs) != HistorySize || evs[0].ID != ids[55] {
+	if evs, ok, err := b.History(t.Context(), c, ids[54], 0); err != nil || !ok || len(evs) != HistorySize || evs[0].ID != ids[55] {
 		t.Errorf("History(after #55) = %d events, %v, %v; want the last %d, true, nil", len(evs), ok, err, HistorySize)
 	}
-	if _, ok, err := b.History(t.Context(), c, ids[53]); err != nil || ok {
+	if _, ok, err := b.History(t.Context(), c, ids[53], 0); err != nil || ok {
 		t.Errorf("History(after #54) ok = %v, %v; want false (trimmed)", ok, err)
 	}
 }

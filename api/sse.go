@@ -500,9 +500,9 @@ type sseTransport struct {
 	// lastID is the id of the last message handed on: the stream's
 	// terminal event repeats it, because r3labs writes an `id:` line with
 	// every message and an empty one would reset the client's resume point.
-	lastID []byte
-	booked     bool      // the alarm is booked
-	started    int64     // sessions started
+	lastID  []byte
+	booked  bool  // the alarm is booked
+	started int64 // sessions started
 }
 
 type sseState uint8

@@ -248,6 +248,10 @@ func (h *Hub) refresh(ctx context.Context, t *topic) error {
 	return nil
 }
 
+// loadTimeout bounds the subscription and snapshot of a community that
+// its first joiner starts.
+const loadTimeout = 10 * time.Second
+
 func (h *Hub) acquire(ctx context.Context, community string) (*topic, error) {
 	h.mu.Lock()
 	t := h.topics[community]
@@ -256,7 +260,15 @@ func (h *Hub) acquire(ctx context.Context, community string) (*topic, error) {
 		h.topics[community] = t
 		t.refs++
 		h.mu.Unlock()
-		h.load(ctx, t)
+		// The community is loaded on the hub's behalf, not the first
+		// caller's: every joiner waits for it, and the first one's request
+		// ending must not fail the others. The goroutine ends when the load
+		// does, within loadTimeout.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+		go func() {
+			defer cancel()
+			h.load(lctx, t)
+		}()
 	} else {
 		t.refs++
 		h.mu.Unlock()

@@ -312,3 +312,52 @@ func TestHubObserve(t *testing.T) {
 		t.Errorf("State(%s) after an older Observe = %+v; want %+v", community, got2, got)
 	}
 }
+
+// gatedBus holds every Subscribe until gate is closed, honouring the
+// caller's context meanwhile, as a bus that waits on its server does.
+type gatedBus struct {
+	streams.Bus
+	gate chan struct{}
+}
+
+func (b *gatedBus) Subscribe(ctx context.Context, c string, h streams.Handler) (func(), error) {
+	select {
+	case <-b.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return b.Bus.Subscribe(ctx, c, h)
+}
+
+// TestHubColdJoinOutlivesFirstCaller: the first joiner of a community that
+// gives up (its request ended) does not fail the joiners waiting with it;
+// the community's subscription is taken on the hub's behalf, not the first
+// caller's (it used to take the first caller's context).
+func TestHubColdJoinOutlivesFirstCaller(t *testing.T) {
+	bus := &gatedBus{Bus: newBus(t, memory.Options{}), gate: make(chan struct{})}
+	h := streams.NewHub(bus, nil)
+	firstCtx, cancelFirst := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() {
+		_, _, err := h.Join(firstCtx, community, newSub())
+		firstErr <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the first joiner is loading the community
+	secondErr := make(chan error, 1)
+	var leave func()
+	go func() {
+		var err error
+		leave, _, err = h.Join(context.Background(), community, newSub())
+		secondErr <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancelFirst()
+	if err := <-firstErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first Join after its context ended = %v; want context.Canceled", err)
+	}
+	close(bus.gate)
+	if err := <-secondErr; err != nil {
+		t.Fatalf("second Join = %v; want nil (the first caller's end is not the community's)", err)
+	}
+	leave()
+}

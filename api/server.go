@@ -91,6 +91,9 @@ type Server struct {
 	mu       sync.Mutex
 	clients  map[*client]struct{}
 	sessions map[string]map[*client]struct{} // session id -> its open clients
+	// revokedRecent: sessions revoked in the last revokedMemory, for
+	// connections that were in set-up then (see revoked).
+	revokedRecent map[string]time.Time
 	// perCommunity counts the open streams of each community with any, by
 	// transport and stream, for /stats (which would otherwise walk every
 	// client under s.mu).
@@ -133,6 +136,8 @@ func New(opts Options) *Server {
 		sse:      newSSEServer(),
 		clients:  make(map[*client]struct{}),
 		sessions: make(map[string]map[*client]struct{}),
+
+		revokedRecent: make(map[string]time.Time),
 
 		perCommunity: make(map[string]*streamCounts),
 	}
@@ -233,8 +238,20 @@ func (s *Server) OpenClients() int {
 }
 
 func (s *Server) register(c *client) {
+	if s.index(c) {
+		// Revoked while this connection was being set up.
+		c.closeWith(int(auth.CodeExpired), "session revoked")
+	}
+}
+
+// index adds c to the server's indexes; revoked says that c's session was
+// revoked meanwhile.
+func (s *Server) index(c *client) (revoked bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if c.sessionID != "" {
+		_, revoked = s.revokedRecent[c.sessionID]
+	}
 	s.clients[c] = struct{}{}
 	n := s.perCommunity[c.community]
 	if n == nil {
@@ -251,6 +268,7 @@ func (s *Server) register(c *client) {
 		}
 		m[c] = struct{}{}
 	}
+	return revoked
 }
 
 // streamCounts is a community's open streams on this node, by transport
@@ -292,7 +310,34 @@ func (s *Server) unregister(c *client) {
 
 // revoked closes every local connection of a revoked session. The bus calls
 // it for revocations made on any node.
-func (s *Server) revoked(sessionID string) { s.closeSession(sessionID, "session revoked") }
+//
+// A connection of that session may be in set-up right now, authenticated
+// before the revocation but not yet registered: the revocation is
+// remembered for revokedMemory, and register closes such a connection.
+func (s *Server) revoked(sessionID string) {
+	now := time.Now()
+	s.mu.Lock()
+	if len(s.revokedRecent) >= revokedRecentMax {
+		for id, at := range s.revokedRecent {
+			if now.Sub(at) > revokedMemory {
+				delete(s.revokedRecent, id)
+			}
+		}
+	}
+	if len(s.revokedRecent) < revokedRecentMax {
+		s.revokedRecent[sessionID] = now
+	}
+	s.mu.Unlock()
+	s.closeSession(sessionID, "session revoked")
+}
+
+// revokedMemory is how long a revocation is remembered for connections in
+// set-up (which takes a few round trips to the bus, bounded by their
+// timeouts); revokedRecentMax bounds the memory of them.
+const (
+	revokedMemory    = time.Minute
+	revokedRecentMax = 100_000
+)
 
 // closeSession closes every local connection of a session with 4004.
 func (s *Server) closeSession(sessionID, reason string) {

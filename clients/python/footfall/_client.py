@@ -5,11 +5,10 @@ import decimal
 import http.client
 import json
 import logging
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 
+from . import _transport
 from ._errors import FootfallError
 from ._settings import setting
 from ._tokens import _communities_claim, community_id_str
@@ -65,8 +64,8 @@ class VisitorBroadcaster:
 
     Every method sends one HTTP request and returns footfall's JSON answer
     (None for an empty one). A call footfall refuses, or cannot be made,
-    raises FootfallError. Instances hold no connection and are safe to share
-    between threads.
+    raises FootfallError. Instances are safe to share between threads; each
+    thread keeps its own connection to footfall alive between calls.
     """
 
     def __init__(self, url=None, api_key=None, timeout=None):
@@ -226,21 +225,14 @@ class VisitorBroadcaster:
         if body is not None:
             data = _dumps(body)
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url + path, data=data, headers=headers, method=method)
         log.debug("footfall: %s %s", method, path)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                raw = e.read()
-            finally:
-                e.close()
-            raise _refusal(e.code, raw) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            status, raw = _transport.send(method, url + path, headers, data, timeout)
+        except (OSError, http.client.HTTPException, ValueError) as e:
             # ValueError: http.client's InvalidURL (a bad port, say) and the like.
-            reason = getattr(e, "reason", e)
-            raise FootfallError(None, "unreachable", "%s %s: %s" % (method, url, reason)) from e
+            raise FootfallError(None, "unreachable", "%s %s: %s" % (method, url, e)) from e
+        if not 200 <= status < 300:
+            raise _refusal(status, raw)
         if not raw:
             return None
         try:

@@ -314,3 +314,55 @@ class SSE:
             self.resp.close()
             self.conn.close()
             self.sock.close()
+
+
+class Recorder:
+    """A stand-in HTTP server (a proxy, a misbehaving footfall) that records requests.
+
+    ``answer(handler, body)`` writes each response; the default is 200 ``{}``
+    over a kept-alive HTTP/1.1 connection. ``requests`` holds (method, path,
+    headers, parsed JSON body, client port) tuples.
+    """
+
+    def __init__(self, answer=None):
+        import http.server
+
+        recorder = self
+        self.requests = []
+        self.answer = answer or (lambda handler, body: handler.reply(200, b"{}"))
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_one(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                recorder.requests.append((self.command, self.path, dict(self.headers), json.loads(body) if body else None,
+                                          self.client_address[1]))
+                recorder.answer(self, body)
+
+            do_POST = do_GET = do_DELETE = handle_one
+
+            def reply(self, status, body, content_type="application/json", close=False):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                # close=True drops the connection without saying so: a kept-alive connection gone stale.
+                self.close_connection = close
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()

@@ -85,6 +85,8 @@ def footfall_binary():
         return path
     if "path" in _built:
         return _built["path"]
+    if "error" in _built:  # built once per run, failed or not
+        raise AssertionError(_built["error"])
     go = shutil.which("go")
     if go is None:
         skip_or_fail("neither FOOTFALL_BIN nor the go command: cannot build footfall")
@@ -94,7 +96,8 @@ def footfall_binary():
     res = subprocess.run([go, "build", "-o", out, "./cmd/footfall"], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
     if res.returncode != 0:
-        raise AssertionError("go build ./cmd/footfall failed:\n" + res.stdout.decode(errors="replace"))
+        _built["error"] = "go build ./cmd/footfall failed:\n" + res.stdout.decode(errors="replace")
+        raise AssertionError(_built["error"])
     _built["path"] = out
     return out
 

@@ -424,12 +424,18 @@ func infoField(info, field string) string {
 	return ""
 }
 
-// recoverLoop runs recover until it succeeds or the bus stops.
+// recoverLoop runs recover until it succeeds or the bus stops. Ping fails
+// until it has succeeded.
 func (b *Bus) recoverLoop() {
+	b.recovering.Store(true)
 	var bo backoff
 	for {
 		err := b.recover()
-		if err == nil || errors.Is(err, streams.ErrClosed) {
+		if err == nil {
+			b.recovering.Store(false)
+			return
+		}
+		if errors.Is(err, streams.ErrClosed) {
 			return
 		}
 		b.log.Warn("valkey: recovery", "err", err)

@@ -226,6 +226,10 @@ type Bus struct {
 
 	closed    atomic.Bool
 	abandoned atomic.Bool
+	// recovering is true from the moment the bus notices a dropped
+	// connection until it has re-registered its state: Ping fails
+	// meanwhile, so that a node is not ready with a partial view.
+	recovering atomic.Bool
 	stop      chan struct{} // closed by Close: every goroutine's stop signal
 	life      context.Context
 	endLife   context.CancelFunc // cancels life, with stop
@@ -425,6 +429,9 @@ func (b *Bus) Ping(ctx context.Context) error {
 	if err := b.check(ctx); err != nil {
 		return err
 	}
+	if b.recovering.Load() {
+		return errRecovering
+	}
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	if !b.cluster {
@@ -503,8 +510,12 @@ func (b *Bus) OnReconnect(h func()) (cancel func()) {
 	return addHook(&b.hooksMu, &b.reconnects, func(struct{}) { h() })
 }
 
+// errRecovering is Ping's answer while the bus re-registers its state.
+var errRecovering = errors.New("valkey: re-registering this node's state after an outage")
+
 // markLost tells the keeper that a connection dropped.
 func (b *Bus) markLost() {
+	b.recovering.Store(true)
 	select {
 	case b.lost <- struct{}{}:
 	default:

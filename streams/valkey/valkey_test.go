@@ -518,6 +518,11 @@ func testOutage(t *testing.T, url string, srv *valkeytest.Server, single bool) {
 	srv.Restart() // empty: the nodes must refill it
 
 	eventually(t, "Ping() after restart", func() bool { return a.Ping(t.Context()) == nil })
+	// Ping (the node's readiness) succeeds only once the node has
+	// re-registered its state, not as soon as Valkey answers.
+	if n := a.BusStats().Reconnects; n < 1 {
+		t.Errorf("Ping() = nil with %d recoveries completed; want nil only after the re-registration", n)
+	}
 	eventually(t, "OnReconnect on both nodes", func() bool { return reconnectsA.Load() >= 1 && reconnectsB.Load() >= 1 })
 	for i, c := range comms {
 		var s streams.Snapshot

@@ -230,11 +230,11 @@ type Bus struct {
 	// connection until it has re-registered its state: Ping fails
 	// meanwhile, so that a node is not ready with a partial view.
 	recovering atomic.Bool
-	stop      chan struct{} // closed by Close: every goroutine's stop signal
-	life      context.Context
-	endLife   context.CancelFunc // cancels life, with stop
-	wg        sync.WaitGroup
-	once      sync.Once
+	stop       chan struct{} // closed by Close: every goroutine's stop signal
+	life       context.Context
+	endLife    context.CancelFunc // cancels life, with stop
+	wg         sync.WaitGroup
+	once       sync.Once
 
 	queue *delivery.Queue[item]
 

@@ -238,7 +238,7 @@ class VisitorBroadcaster:
         try:
             return json.loads(raw.decode("utf-8"))
         except ValueError:
-            raise FootfallError(None, "bad_answer", "%s %s answered a body that is not JSON" % (method, path)) from None
+            raise FootfallError(status, "bad_answer", "%s %s answered a body that is not JSON" % (method, path)) from None
 
 
 def _visitor_event(visitor_id, action, authenticated):

@@ -128,14 +128,14 @@ class KeepAliveTest(TransportTestCase):
 
     def test_timeout(self):
         def answer(handler, body):
-            time.sleep(1.5)
+            time.sleep(3)
             handler.reply(200, b"{}")
 
         r = self.recorder(answer)
         start = time.monotonic()
         with self.assertRaises(FootfallError) as cm:
             VisitorBroadcaster(url=r.url, api_key="k", timeout=0.3).broadcast_analytics_metric(new_community(), "m", 1)
-        self.assertLess(time.monotonic() - start, 1.4)
+        self.assertLess(time.monotonic() - start, 2.5, "the call should give up after its 0.3 s, not wait for the answer")
         self.assertEqual((cm.exception.status, cm.exception.error), (None, "unreachable"))
         self.assertEqual(len(r.requests), 1, "a timeout is not retried")
 

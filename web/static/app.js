@@ -2,8 +2,11 @@
 // and admins, one dashboard-stream client, both footfall-client.js.
 //
 // URL parameters: community, role (dev mode: member | moderator | admin),
-// transport (auto | websocket | sse | polling). In dev mode, ?community=ID&role=R
-// connects at once as a new visitor (a random sub per page load). Test knobs:
+// guest=1 (no token), transport (auto | websocket | sse | polling). In dev
+// mode, ?community=ID&role=R connects at once as a new visitor (a random sub
+// per page load); ?community=ID&guest=1 connects at once as a guest, in any
+// mode: the footfall_vid cookie makes every tab of this browser one visitor.
+// Test knobs:
 // poll (poll interval, ms), climb (wait before trying a better transport, ms;
 // it doubles once at most).
 import { FootfallClient, tokenExpiry } from './footfall-client.js';
@@ -24,6 +27,11 @@ const randomId = (n = 8) => {
 const state = {
   dev: false,
   apiKey: '',
+  /** What /dev/info says, when it says it: the leave grace ("5s"), the public communities. */
+  leaveGrace: '',
+  /** @type {string[] | null} */ publicCommunities: null,
+  guest: false,
+  countAt: 0, // when the count last changed
   sub: `dev-${randomId()}`, // this page load's visitor in dev mode
   community: '',
   /** @type {FootfallClient | null} */ visitors: null,
@@ -65,6 +73,8 @@ async function loadDevInfo() {
     const info = await r.json();
     state.dev = info.dev === true;
     state.apiKey = info.api_key || '';
+    if (typeof info.leave_grace === 'string') state.leaveGrace = info.leave_grace;
+    if (Array.isArray(info.public_communities)) state.publicCommunities = info.public_communities.map((c) => String(c).toLowerCase());
   } catch {
     /* not dev mode */
   }
@@ -119,14 +129,28 @@ function setConn(detail) {
 }
 
 function explain(code) {
+  if (code === 4001 && state.guest) return ' (this community admits no guests: it is not in FOOTFALL_PUBLIC_COMMUNITIES)';
   return (
     { 4001: ' (no credential)', 4002: ' (bad credential)', 4003: ' (not allowed here)', 4004: ' (expired)' }[code] ?? ''
   );
 }
 
+/** The note under the count: why reloads, here or in another tab, leave it alone. */
+function renderGrace(connected) {
+  $('grace-note').hidden = !connected;
+  const grace = state.leaveGrace && state.leaveGrace !== '0s' ? ` (${state.leaveGrace} here)` : '';
+  const who = state.guest
+    ? 'Every tab of this browser is the same guest. '
+    : 'Every tab with your token is the same visitor. ';
+  $('grace-text').textContent = state.leaveGrace === '0s'
+    ? `${who}This node runs with FOOTFALL_LEAVE_GRACE=0s, though: a reload makes the visitor leave and come back.`
+    : `${who}When a visitor's last tab closes or reloads, footfall keeps it present for the leave grace${grace}; back within it, nobody sees it leave or join.`;
+}
+
 const facts = { since: 0, messages: 0, reconnects: 0, prev: '' };
 function renderFacts(transport) {
   if (transport !== undefined) $('f-transport').textContent = transport ?? '–';
+  renderSteady();
   $('f-since').textContent = facts.since ? new Date(facts.since).toLocaleTimeString([], { hour12: false }) : '–';
   $('f-messages').textContent = String(facts.messages);
   $('f-reconnects').textContent = String(facts.reconnects);
@@ -134,7 +158,15 @@ function renderFacts(transport) {
 
 function setCount(n) {
   $('count').textContent = n === null || n === undefined ? '–' : String(n);
+  state.countAt = typeof n === 'number' ? Date.now() : 0;
+  renderSteady();
   sample(n);
+}
+
+/** How long the count has not moved: a reload elsewhere leaves it alone. */
+function renderSteady() {
+  const s = state.countAt ? Math.floor((Date.now() - state.countAt) / 1000) : -1;
+  $('f-steady').textContent = s < 0 ? '–' : s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
 function sample(v) {
@@ -191,7 +223,10 @@ function drawChart() {
     `<text x="${padL}" y="${H - 4}">${label}</text><text x="${W - padR}" y="${H - 4}" text-anchor="end">now</text>`;
   $('chart-caption').textContent = `Realtime count, last ${label.replace(' ago', '')}`;
 }
-setInterval(drawChart, 1000);
+setInterval(() => {
+  drawChart();
+  renderSteady();
+}, 1000);
 addEventListener('resize', drawChart);
 
 function setDashboard(d) {
@@ -206,6 +241,9 @@ function setDashboard(d) {
 function resetDashboard(locked) {
   for (const id of ['d-realtime', 'd-auth', 'd-anon', 'd-total']) $(id).textContent = '–';
   $('dash-note').hidden = !locked;
+  $('dash-note').textContent = state.guest
+    ? 'Dashboards never admit guests: connect as a moderator or admin to see today\'s visitors and the analytics metrics.'
+    : 'Connect as a moderator or admin to see today\'s visitors and the analytics metrics.';
   $('dashboard-card').classList.toggle('locked', locked);
 }
 
@@ -239,6 +277,7 @@ function renderMetrics() {
 
 /** Whether a token lets its holder open the dashboard of community. */
 function dashboardAllowed(token, community, role) {
+  if (state.guest) return false; // dashboards never admit guests
   if (state.dev && !$('token').value.trim()) return role === 'moderator' || role === 'admin';
   try {
     const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
@@ -253,6 +292,7 @@ function dashboardAllowed(token, community, role) {
 }
 
 function disconnect() {
+  $('grace-note').hidden = true;
   state.visitors?.close();
   state.dashboard?.close();
   state.visitors = state.dashboard = null;
@@ -272,14 +312,22 @@ async function connect() {
     return;
   }
   state.community = community;
+  const guest = asGuest();
+  state.guest = guest;
   $('connect').disabled = true;
-  $('community-label').textContent = `community ${community}`;
-  history.replaceState(null, '', `?${new URLSearchParams({ community, ...(state.dev && !pasted ? { role } : {}), transport })}`);
+  $('community-label').textContent = `community ${community}${guest ? ', as a guest' : ''}`;
+  history.replaceState(null, '', `?${new URLSearchParams({ community, ...(guest ? { guest: '1' } : state.dev && !pasted ? { role } : {}), transport })}`);
 
-  let token = pasted;
-  /** @type {() => Promise<string>} */
+  let token = guest ? '' : pasted;
+  /** @type {(() => Promise<string>) | undefined} */
   let getToken;
-  if (state.dev && !pasted) {
+  if (guest) {
+    // No token, no getToken: the client sends no credential and footfall
+    // admits the page as a guest if the community is public.
+    const listed = state.publicCommunities;
+    const known = listed && !listed.includes('*') && !listed.includes(community) ? ' footfall says this community is not public: expect 4001.' : '';
+    $('identity').textContent = `You are a guest, named by this browser's footfall_vid cookie (HttpOnly: this page cannot read it).${known}`;
+  } else if (state.dev && !pasted) {
     getToken = () => mint(community, role);
     try {
       token = await getToken();
@@ -332,6 +380,7 @@ async function connect() {
   v.on('count', (n) => setCount(n));
   v.on('status', (d) => {
     setConn(d);
+    if (d.status === 'connected' || d.status === 'stopped' || d.status === 'closed') renderGrace(d.status === 'connected');
     if (d.status === 'connected' && !facts.since) facts.since = Date.now();
     if (d.status === 'reconnecting' && facts.prev === 'connected') facts.reconnects++;
     facts.prev = d.status;
@@ -374,6 +423,18 @@ async function connect() {
   }
   setDevButtons();
 }
+
+/** Whether the form says "guest (no token)". */
+const asGuest = () => $('as-guest').checked;
+
+/** Shows the token fields or the guest hint, as the choice says. */
+function renderAs() {
+  const guest = asGuest();
+  for (const el of document.querySelectorAll('.token-only')) el.hidden = guest || (el.classList.contains('dev-only') && !state.dev);
+  for (const el of document.querySelectorAll('.guest-only')) el.hidden = !guest;
+  $('token').required = !state.dev && !guest;
+}
+for (const el of document.querySelectorAll('input[name="as"]')) el.addEventListener('change', renderAs);
 
 $('connect-form').addEventListener('submit', (e) => {
   e.preventDefault();
@@ -449,13 +510,17 @@ async function start() {
   const role = params.get('role');
   if (role && [...$('role').options].some((o) => o.value === role)) $('role').value = role;
 
+  const guest = params.get('guest') === '1';
+  if (guest) $('as-guest').checked = true;
+
   await loadDevInfo();
   for (const el of document.querySelectorAll('.dev-only')) el.hidden = !state.dev;
   $('dev-badge').hidden = !state.dev;
   $('token-hint').textContent = state.dev ? '(optional: empty mints a dev token for the role)' : '(JWT, required)';
-  $('token').required = !state.dev;
+  $('as-token-label').textContent = state.dev ? 'signed in (dev token or pasted JWT)' : 'signed in (pasted JWT)';
+  renderAs();
   setDevButtons();
   drawChart();
-  if (state.dev && params.get('community') && role) connect();
+  if (params.get('community') && (guest || (state.dev && role))) connect();
 }
 start();

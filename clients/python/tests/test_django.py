@@ -181,6 +181,28 @@ class AuthHookViewTest(DjangoSiteTestCase):
                 auth_hook_view(lambda u, c: None, ttl_seconds=ttl)
 
 
+class DjangoSettingsTest(unittest.TestCase):
+    """visitor_broadcaster and mint_token read real Django settings, before the environment."""
+
+    def test_settings_win_over_the_environment(self):
+        from django.test import override_settings
+
+        import footfall
+
+        srv = support.server()
+        cid = new_community()
+        with support.clean_env(FOOTFALL_URL="http://127.0.0.1:9", FOOTFALL_API_KEY="wrong", FOOTFALL_JWT_SECRET="wrong-secret-wrong-secret-wrong-secret"):
+            with override_settings(FOOTFALL_URL=srv.url, FOOTFALL_API_KEY=srv.api_key, FOOTFALL_JWT_SECRET=srv.secret):
+                self.assertEqual(footfall.visitor_broadcaster.visitor_event(cid, "a", "join")["count"], 1)
+                token = footfall.mint_token("m", {cid: "member"})
+            status, body = srv.get("/api/v1/communities/%s/visitors/count" % cid, token=token)
+            self.assertEqual(status, 200, body)
+            # Without the settings, the environment's (wrong) values are used.
+            with self.assertRaises(footfall.FootfallError) as cm:
+                footfall.visitor_broadcaster.visitor_event(cid, "a", "join")
+            self.assertEqual(cm.exception.error, "unreachable")
+
+
 def footfall_has_auth_hook(binary):
     res = subprocess.run([binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
     return b"FOOTFALL_AUTH_HOOK_URL" in res.stdout

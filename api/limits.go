@@ -3,7 +3,9 @@ package api
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +22,9 @@ type Limits struct {
 	ConnRatePerIP float64
 	// MaxConnsPerIP bounds the open stream connections of one client IP.
 	MaxConnsPerIP int
+	// RequestRatePerIP bounds REST snapshot requests per client IP per
+	// second (burst: twice as many); over it: HTTP 429.
+	RequestRatePerIP float64
 	// MessageRate and MessageBurst bound inbound WebSocket messages per
 	// connection (CONTRACT section 7: 10 a second, burst 20).
 	MessageRate  float64
@@ -40,14 +45,15 @@ type Limits struct {
 
 // DefaultLimits are the limits a node runs with unless configured.
 var DefaultLimits = Limits{
-	ConnRatePerIP:   20,
-	MaxConnsPerIP:   200,
-	MessageRate:     10,
-	MessageBurst:    20,
-	MaxMessageBytes: 4 << 10,
-	MaxFrameBytes:   64 << 10,
-	MaxBodyBytes:    1 << 20,
-	MaxBatch:        1000,
+	ConnRatePerIP:    20,
+	MaxConnsPerIP:    200,
+	RequestRatePerIP: 100,
+	MessageRate:      10,
+	MessageBurst:     20,
+	MaxMessageBytes:  4 << 10,
+	MaxFrameBytes:    64 << 10,
+	MaxBodyBytes:     1 << 20,
+	MaxBatch:         1000,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -57,6 +63,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxConnsPerIP <= 0 {
 		l.MaxConnsPerIP = d.MaxConnsPerIP
+	}
+	if l.RequestRatePerIP <= 0 {
+		l.RequestRatePerIP = d.RequestRatePerIP
 	}
 	if l.MessageRate <= 0 {
 		l.MessageRate = d.MessageRate
@@ -94,36 +103,112 @@ func (l Limits) ipExtractor() echo.IPExtractor {
 	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
-// ipLimits tracks stream connections per client IP.
+// addrKey is the per-address limits' key of a client IP: the address
+// itself for IPv4 (an IPv4-mapped IPv6 address included), its /64 for
+// IPv6, since one subscriber usually holds a whole /64 and a key per /128
+// would give a single client billions of addresses. Anything else (never
+// from echo's extractors) is its own key.
+func addrKey(ip string) string {
+	if strings.IndexByte(ip, ':') < 0 {
+		return ip // IPv4: no parse, no allocation
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if a.Is4In6() {
+		return a.Unmap().String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
+
+// maxTrackedAddrs is how many client addresses ipLimits keeps without an
+// open connection before it forgets some (see ipLimits.evict).
+const maxTrackedAddrs = 65536
+
+// ipLimits tracks stream connections and REST requests per client address
+// (addrKey). Its table is bounded: an address with no open connection
+// whose buckets have refilled is the same as an unknown one and is
+// dropped (prune); when the table is full anyway, some addresses with no
+// open connection are dropped (evict), which forgives their recent rate,
+// never their open connections. Addresses with open connections are never
+// dropped: they are bounded by the node's open connections.
 type ipLimits struct {
-	rate  rate.Limit
-	burst int
-	max   int
+	rate     rate.Limit
+	burst    int
+	reqRate  rate.Limit
+	reqBurst int
+	max      int
+	// refill is how long a drained bucket takes to fill again: an address
+	// unseen for that long with no open connection is forgotten.
+	refill time.Duration
+	cap    int
 
 	mu  sync.Mutex
 	ips map[string]*ipState
 }
 
 type ipState struct {
-	lim  *rate.Limiter
-	open int
-	seen time.Time
+	lim    *rate.Limiter // new stream connections
+	reqLim *rate.Limiter // REST requests; nil until the first one
+	open   int
+	seen   time.Time
 }
 
 func newIPLimits(l Limits) *ipLimits {
-	return &ipLimits{rate: rate.Limit(l.ConnRatePerIP), burst: int(2 * l.ConnRatePerIP), max: l.MaxConnsPerIP, ips: make(map[string]*ipState)}
+	p := &ipLimits{
+		rate: rate.Limit(l.ConnRatePerIP), burst: max(int(2*l.ConnRatePerIP), 1),
+		reqRate: rate.Limit(l.RequestRatePerIP), reqBurst: max(int(2*l.RequestRatePerIP), 1),
+		max: l.MaxConnsPerIP, cap: maxTrackedAddrs,
+		ips: make(map[string]*ipState),
+	}
+	p.refill = max(refillTime(p.rate, p.burst), refillTime(p.reqRate, p.reqBurst))
+	return p
 }
 
-// acquire admits one new connection from ip, or says why not.
-func (p *ipLimits) acquire(ip string, now time.Time) (ok bool, reason string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	st := p.ips[ip]
+func refillTime(r rate.Limit, burst int) time.Duration {
+	return time.Duration(float64(burst)/float64(r)*float64(time.Second)) + time.Second
+}
+
+// state returns the entry of key, made (and the table bounded) if needed.
+// Call with p.mu held.
+func (p *ipLimits) state(key string, now time.Time) *ipState {
+	st := p.ips[key]
 	if st == nil {
-		st = &ipState{lim: rate.NewLimiter(p.rate, max(p.burst, 1))}
-		p.ips[ip] = st
+		if len(p.ips) >= p.cap {
+			p.evict(now)
+		}
+		st = &ipState{lim: rate.NewLimiter(p.rate, p.burst)}
+		p.ips[key] = st
 	}
 	st.seen = now
+	return st
+}
+
+// evict makes room in a full table: it drops the addresses whose buckets
+// have refilled, then, if that freed less than a quarter of it, any
+// addresses without an open connection (map order: arbitrary) down to
+// three quarters. So a full table costs one pass per quarter of its size
+// in new addresses. Call with p.mu held.
+func (p *ipLimits) evict(now time.Time) {
+	p.pruneLocked(now)
+	low := p.cap * 3 / 4
+	for key, st := range p.ips {
+		if len(p.ips) <= low {
+			break
+		}
+		if st.open == 0 {
+			delete(p.ips, key)
+		}
+	}
+}
+
+// acquire admits one new connection from the address key, or says why not.
+func (p *ipLimits) acquire(key string, now time.Time) (ok bool, reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.state(key, now)
 	if st.open >= p.max {
 		return false, "too many open connections from this address (at most " + strconv.Itoa(p.max) + ")"
 	}
@@ -134,41 +219,82 @@ func (p *ipLimits) acquire(ip string, now time.Time) (ok bool, reason string) {
 	return true, ""
 }
 
-func (p *ipLimits) release(ip string) {
+func (p *ipLimits) release(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if st := p.ips[ip]; st != nil && st.open > 0 {
+	if st := p.ips[key]; st != nil && st.open > 0 {
 		st.open--
 	}
 }
 
-// prune forgets addresses with no open connection, idle for a minute.
+// allowRequest admits one REST request from the address key.
+func (p *ipLimits) allowRequest(key string, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.state(key, now)
+	if st.reqLim == nil {
+		st.reqLim = rate.NewLimiter(p.reqRate, p.reqBurst)
+	}
+	return st.reqLim.AllowN(now, 1)
+}
+
+// tracked is the number of addresses in the table.
+func (p *ipLimits) tracked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ips)
+}
+
+// prune forgets the addresses with no open connection whose buckets have
+// refilled.
 func (p *ipLimits) prune(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ip, st := range p.ips {
-		if st.open == 0 && now.Sub(st.seen) > time.Minute {
-			delete(p.ips, ip)
+	p.pruneLocked(now)
+}
+
+func (p *ipLimits) pruneLocked(now time.Time) {
+	for key, st := range p.ips {
+		if st.open == 0 && now.Sub(st.seen) >= p.refill {
+			delete(p.ips, key)
 		}
 	}
 }
 
-// limitConnections is the stream routes' middleware: per-IP connection
-// rate and open connections, refused with 429 before the upgrade.
+// limitConnections is the stream routes' middleware: per-address
+// connection rate and open connections, refused with 429 before the
+// upgrade.
 func (s *Server) limitConnections(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		ip := c.RealIP()
-		if ok, reason := s.ipLimits.acquire(ip, time.Now()); !ok {
+		key := addrKey(c.RealIP())
+		if ok, reason := s.ipLimits.acquire(key, time.Now()); !ok {
 			s.metrics.refusedWith(transportOf(c.Request().URL.Path), http.StatusTooManyRequests)
 			c.Response().Header().Set("Retry-After", "1")
 			return &httpError{Status: http.StatusTooManyRequests, Slug: "rate_limited", Message: reason}
 		}
-		c.Set(connSlotKey, func() { s.ipLimits.release(ip) })
-		err := next(c)
-		if release, _ := c.Get(connSlotKey).(func()); release != nil {
-			release() // the handler did not keep the connection
+		c.Set(connSlotKey, func() { s.ipLimits.release(key) })
+		// The slot is released on every way out that did not hand it to a
+		// connection, a panic included: recoverPanics, further out, turns
+		// the panic into a 500 after this has run.
+		defer func() {
+			if release, _ := c.Get(connSlotKey).(func()); release != nil {
+				c.Set(connSlotKey, nil)
+				release()
+			}
+		}()
+		return next(c)
+	}
+}
+
+// limitRequests is the REST snapshot routes' middleware: per-address
+// request rate, refused with 429.
+func (s *Server) limitRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !s.ipLimits.allowRequest(addrKey(c.RealIP()), time.Now()) {
+			c.Response().Header().Set("Retry-After", "1")
+			return &httpError{Status: http.StatusTooManyRequests, Slug: "rate_limited", Message: "too many requests from this address; retry in a second"}
 		}
-		return err
+		return next(c)
 	}
 }
 

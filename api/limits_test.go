@@ -1,9 +1,11 @@
 package api_test
 
 import (
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +111,74 @@ func TestInboundRateLimitCloses(t *testing.T) {
 	<-done
 	if limited == 0 {
 		t.Fatalf("closed with 1008 without rate_limited errors first")
+	}
+}
+
+// TestRESTRequestLimit: the REST snapshots are limited per client address
+// (issue 16: they had no limit); over it, 429 with the JSON error body and
+// Retry-After, while another address is still served.
+func TestRESTRequestLimit(t *testing.T) {
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	g := newGateway(t, func(o *api.Options) {
+		o.Limits = api.Limits{ConnRatePerIP: 1e6, MaxConnsPerIP: 1e6, RequestRatePerIP: 2, TrustedProxies: []*net.IPNet{loopback}}
+	})
+	tok := member(t, "poller")
+	poll := func(path, from string) (int, http.Header, string) {
+		req, _ := http.NewRequest(http.MethodGet, g.ts.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("X-Forwarded-For", from)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(body)
+	}
+	for _, path := range []string{"/api/v1/communities/" + community1 + "/visitors/count", "/api/v1/communities/" + community1 + "/visitor-dashboard"} {
+		from := "203.0.113." + strconv.Itoa(len(path)) // an address of its own per route
+		limited := 0
+		for range 10 { // burst is twice the rate: 4 pass at once
+			code, hdr, body := poll(path, from)
+			if code != http.StatusTooManyRequests {
+				continue
+			}
+			limited++
+			var e struct{ Error, Message string }
+			if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error != "rate_limited" || e.Message == "" || hdr.Get("Retry-After") == "" {
+				t.Fatalf("GET %s over the limit = 429 %s (Retry-After %q); want {\"error\":\"rate_limited\",\"message\":…} and Retry-After", path, body, hdr.Get("Retry-After"))
+			}
+		}
+		if limited < 5 {
+			t.Fatalf("GET %s: %d of 10 immediate requests refused; want at least 5 over a rate of 2/s", path, limited)
+		}
+		if code, _, body := poll(path, "198.51.100.1"); code == http.StatusTooManyRequests {
+			t.Fatalf("GET %s from another address = 429 %s; want it served", path, body)
+		}
+	}
+}
+
+// TestIPv6LimitsPer64: per-address limits key an IPv6 client by its /64
+// (issue 16: per /128, so one client had billions of addresses).
+func TestIPv6LimitsPer64(t *testing.T) {
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	g := newGateway(t, func(o *api.Options) {
+		o.Limits = api.Limits{ConnRatePerIP: 1000, MaxConnsPerIP: 1, TrustedProxies: []*net.IPNet{loopback}}
+	})
+	dial := func(sub, from string) (*http.Response, error) {
+		c, resp, err := (&websocket.Dialer{Subprotocols: []string{"bearer", member(t, sub)}}).Dial(g.wsURL(visitorsPath(community1)), http.Header{"X-Forwarded-For": {from}})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return resp, err
+	}
+	if _, err := dial("a", "2001:db8:1:2::1"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := dial("b", "2001:db8:1:2:ffff::2"); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a second connection from the same /64: %v; want 429", err)
+	}
+	if _, err := dial("c", "2001:db8:1:3::1"); err != nil {
+		t.Fatalf("a connection from another /64: %v; want it admitted", err)
 	}
 }

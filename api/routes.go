@@ -40,8 +40,8 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/sse/communities/:id/visitor-dashboard/", s.serveSSE(streams.StreamDashboard), s.checkOrigin, s.limitConnections)
 
 	// REST snapshots (CONTRACT section 5), with the streams' credentials.
-	e.GET("/api/v1/communities/:id/visitors/count", s.restCount)
-	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard)
+	e.GET("/api/v1/communities/:id/visitors/count", s.restCount, s.limitRequests)
+	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard, s.limitRequests)
 
 	// Service API (CONTRACT section 6). Route by route rather than an echo
 	// Group: a group's middleware would answer 401 for unknown paths too.

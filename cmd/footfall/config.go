@@ -50,6 +50,7 @@ type config struct {
 	TrustedProxies    []*net.IPNet
 	ConnRatePerIP     float64
 	MaxConnsPerIP     int
+	RequestRatePerIP  float64
 	MessageRate       float64
 	MessageBurst      int
 	MaxMessageBytes   int
@@ -148,6 +149,7 @@ func (c *config) settings() []setting {
 		{flag: "trusted-proxies", usage: "comma list of proxy CIDRs whose X-Forwarded-For is believed; empty = none", set: cidrs(&c.TrustedProxies)},
 		{flag: "conn-rate-per-ip", def: "20", usage: "new stream connections per client IP per second (burst twice that)", set: positiveFloat(&c.ConnRatePerIP)},
 		{flag: "max-conns-per-ip", def: "200", usage: "open stream connections per client IP", set: positiveInt(&c.MaxConnsPerIP)},
+		{flag: "request-rate-per-ip", def: "100", usage: "REST snapshot requests per client IP (IPv6: per /64) per second (burst twice that)", set: positiveFloat(&c.RequestRatePerIP)},
 		{flag: "message-rate", def: "10", usage: "inbound WebSocket messages per connection per second", set: positiveFloat(&c.MessageRate)},
 		{flag: "message-burst", def: "20", usage: "inbound WebSocket message burst per connection", set: positiveInt(&c.MessageBurst)},
 		{flag: "max-message-bytes", def: "4096", usage: "largest client message; larger gets message_too_large", set: positiveInt(&c.MaxMessageBytes)},

@@ -126,7 +126,7 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		Dev:               cfg.Dev,
 		Web:               web.FS(),
 		Limits: api.Limits{
-			ConnRatePerIP: cfg.ConnRatePerIP, MaxConnsPerIP: cfg.MaxConnsPerIP,
+			ConnRatePerIP: cfg.ConnRatePerIP, MaxConnsPerIP: cfg.MaxConnsPerIP, RequestRatePerIP: cfg.RequestRatePerIP,
 			MessageRate: cfg.MessageRate, MessageBurst: cfg.MessageBurst,
 			MaxMessageBytes: cfg.MaxMessageBytes, MaxFrameBytes: cfg.MaxFrameBytes,
 			MaxBodyBytes: int64(cfg.MaxBodyBytes), MaxBatch: cfg.MaxBatch,

@@ -216,6 +216,17 @@ func (s *Server) Drain() {
 	}
 }
 
+// refuseWhileDraining answers a new stream 503 with a short Retry-After
+// once the node is draining: accepted now, it would be cut at once without
+// a goodbye; refused, the client goes to another node.
+func (s *Server) refuseWhileDraining(c echo.Context) error {
+	if !s.draining.Load() {
+		return nil
+	}
+	c.Response().Header().Set("Retry-After", "1")
+	return &httpError{Status: http.StatusServiceUnavailable, Slug: "shutting_down", Message: "the node is shutting down; connect again"}
+}
+
 // closeGoingAway is the close code of a node that stops (1001).
 const closeGoingAway = 1001
 

@@ -121,6 +121,9 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if err := s.refuseWhileDraining(ec); err != nil {
+			return err
+		}
 		r := ec.Request()
 		reqID := requestID(ec)
 		ident, _, err := s.identify(r, ec.Response().Header(), auth.Extract(r), community, stream)

@@ -80,6 +80,9 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if err := s.refuseWhileDraining(c); err != nil {
+			return err
+		}
 		r := c.Request()
 		cred := auth.Extract(r)
 		hdr := http.Header{}

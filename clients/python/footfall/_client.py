@@ -1,5 +1,7 @@
 """VisitorBroadcaster: the seed's broadcaster, speaking footfall's service API (CONTRACT section 6)."""
 
+from __future__ import annotations
+
 import datetime
 import decimal
 import http.client
@@ -7,11 +9,15 @@ import json
 import logging
 import urllib.parse
 import uuid
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 from . import _transport
 from ._errors import FootfallError
 from ._settings import setting
-from ._tokens import _communities_claim, community_id_str
+from ._tokens import CommunityID, Communities, _communities_claim, community_id_str
+
+Answer = Dict[str, Any]
+VisitorEvent = Union[Mapping[str, Any], tuple]
 
 __all__ = ["VisitorBroadcaster", "visitor_broadcaster"]
 
@@ -22,7 +28,7 @@ DEFAULT_TIMEOUT = 5.0
 ACTIONS = ("join", "leave", "heartbeat")
 
 
-def utc_timestamp(now=None):
+def utc_timestamp(now: Optional[datetime.datetime] = None) -> str:
     """Returns ``now`` (default: the current time) as footfall writes timestamps: RFC 3339, UTC, whole seconds."""
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -68,7 +74,7 @@ class VisitorBroadcaster:
     thread keeps its own connection to footfall alive between calls.
     """
 
-    def __init__(self, url=None, api_key=None, timeout=None):
+    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, timeout: Optional[float] = None) -> None:
         self._url = url
         self._api_key = api_key
         self._timeout = timeout
@@ -78,19 +84,19 @@ class VisitorBroadcaster:
 
     # The seed's methods.
 
-    def broadcast_visitor_count(self, community_id, count, change=0):
+    def broadcast_visitor_count(self, community_id: CommunityID, count: int, change: int = 0) -> Answer:
         """Sends ``{"type":"visitor_count","community_id","count","change","timestamp"}`` to the visitors stream."""
         return self._broadcast_count("visitor_count", community_id, count, change)
 
-    def broadcast_visitor_joined(self, community_id, count):
+    def broadcast_visitor_joined(self, community_id: CommunityID, count: int) -> Answer:
         """Sends a ``visitor_joined`` message with the new ``count`` to the visitors stream."""
         return self._broadcast_count("visitor_joined", community_id, count, None)
 
-    def broadcast_visitor_left(self, community_id, count):
+    def broadcast_visitor_left(self, community_id: CommunityID, count: int) -> Answer:
         """Sends a ``visitor_left`` message with the new ``count`` to the visitors stream."""
         return self._broadcast_count("visitor_left", community_id, count, None)
 
-    def broadcast_dashboard_update(self, community_id, data):
+    def broadcast_dashboard_update(self, community_id: CommunityID, data: Mapping[str, Any]) -> Answer:
         """Sends ``{"type":"dashboard_update","data":data,"timestamp"}`` to the dashboard stream.
 
         ``data`` is the seed's ``{"today_visitors": {...}, "realtime_count": N}``;
@@ -111,7 +117,7 @@ class VisitorBroadcaster:
         message = {"type": "dashboard_update", "data": data, "timestamp": utc_timestamp()}
         return self._post("/api/v1/communities/%s/broadcast" % cid, {"stream": "dashboard", "message": message})
 
-    def broadcast_analytics_metric(self, community_id, metric, value):
+    def broadcast_analytics_metric(self, community_id: CommunityID, metric: str, value: Any) -> Answer:
         """Sends ``{"type":"analytics_update","metric","value","timestamp"}`` to the dashboard stream.
 
         ``value`` is any JSON value: a number, or an object as in the seed's
@@ -122,7 +128,8 @@ class VisitorBroadcaster:
 
     # Presence, conversions and sessions.
 
-    def visitor_event(self, community_id, visitor_id, action, authenticated=False):
+    def visitor_event(self, community_id: CommunityID, visitor_id: Union[str, int], action: str,
+                      authenticated: bool = False) -> Answer:
         """Reports a visitor's ``action``: ``join``, ``heartbeat`` or ``leave`` (CONTRACT section 4).
 
         ``visitor_id`` with ``authenticated=True`` is the same visitor as a
@@ -133,7 +140,7 @@ class VisitorBroadcaster:
         cid = community_id_str(community_id)
         return self._post("/api/v1/communities/%s/visitor-events" % cid, _visitor_event(visitor_id, action, authenticated))
 
-    def visitor_events(self, community_id, events):
+    def visitor_events(self, community_id: CommunityID, events: Iterable[VisitorEvent]) -> Answer:
         """Sends several visitor events at once (up to 1,000), each a dict with the
         keys of ``visitor_event`` or a tuple ``(visitor_id, action, authenticated)``.
         footfall checks them all before applying any; the answer's count is the one after the last.
@@ -147,7 +154,8 @@ class VisitorBroadcaster:
                 batch.append(_visitor_event(*e))
         return self._post("/api/v1/communities/%s/visitor-events" % cid, batch)
 
-    def record_conversion(self, community_id, session_id, converted_at=None):
+    def record_conversion(self, community_id: CommunityID, session_id: Union[str, uuid.UUID],
+                          converted_at: Union[datetime.datetime, str, None] = None) -> Answer:
         """Reports that an anonymous session converted: an ``analytics_update`` with metric ``conversion``.
 
         ``converted_at`` (a datetime or an ISO 8601 string) defaults to now.
@@ -158,7 +166,8 @@ class VisitorBroadcaster:
             body["converted_at"] = converted_at
         return self._post("/api/v1/communities/%s/conversions" % cid, body)
 
-    def create_session(self, user_id, communities=None, role=None, ttl_seconds=None):
+    def create_session(self, user_id: Union[str, int], communities: Communities = None, role: Optional[str] = None,
+                       ttl_seconds: Optional[int] = None) -> Answer:
         """Creates a footfall session for a signed-in user; returns ``{"session_id", "expires_at"}``.
 
         ``communities`` maps community ids to roles (or is a list of ids:
@@ -173,7 +182,7 @@ class VisitorBroadcaster:
             body["ttl_seconds"] = int(ttl_seconds)
         return self._call("POST", "/api/v1/sessions", body)
 
-    def revoke_session(self, session_id):
+    def revoke_session(self, session_id: str) -> None:
         """Revokes a session: its open streams close within a second.
 
         Raises FootfallError with status 404 when there is no live session with that id.

@@ -1,5 +1,9 @@
 """FootfallError: every failure of a footfall call."""
 
+from __future__ import annotations
+
+from typing import Optional
+
 
 class FootfallError(Exception):
     """A footfall call that did not succeed.
@@ -13,7 +17,8 @@ class FootfallError(Exception):
     for a 400 ``field`` (and ``index`` in a batch) name what was wrong.
     """
 
-    def __init__(self, status, error, message="", field=None, index=None):
+    def __init__(self, status: Optional[int], error: str, message: str = "", field: Optional[str] = None,
+                 index: Optional[int] = None) -> None:
         self.status = status
         self.error = error
         self.message = message

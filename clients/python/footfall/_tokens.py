@@ -1,5 +1,7 @@
 """mint_token: HS256 JWTs for footfall's streams (CONTRACT sections 2 and 8)."""
 
+from __future__ import annotations
+
 import base64
 import hashlib
 import hmac
@@ -7,17 +9,23 @@ import json
 import math
 import re
 import time
+import uuid
+from datetime import timedelta
+from typing import Iterable, Mapping, Optional, Union
 
 from ._errors import FootfallError
 from ._settings import setting
 
 ROLES = ("member", "moderator", "admin")
 
+CommunityID = Union[str, uuid.UUID]
+Communities = Union[Mapping[CommunityID, str], Iterable[CommunityID], None]
+
 # CONTRACT section 2: community ids match [0-9a-fA-F-]+; footfall allows at most 64 characters.
 _COMMUNITY_ID = re.compile(r"\A[0-9a-fA-F-]{1,64}\Z")
 
 
-def community_id_str(community_id):
+def community_id_str(community_id: CommunityID) -> str:
     """Returns a community id as footfall shows it: a string, lower case.
 
     Accepts a string or anything whose ``str()`` is the id, such as a
@@ -34,7 +42,7 @@ def _b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _communities_claim(communities):
+def _communities_claim(communities: Communities) -> dict:
     """Returns the ``communities`` claim from a mapping {id: role} or an iterable of ids (members)."""
     if communities is None:
         return {}
@@ -52,7 +60,16 @@ def _communities_claim(communities):
     return claim
 
 
-def mint_token(sub, communities, ttl=3600, anon=False, admin=False, secret=None, audience=None, issuer=None):
+def mint_token(
+    sub: str,
+    communities: Communities,
+    ttl: Union[float, timedelta] = 3600,
+    anon: bool = False,
+    admin: bool = False,
+    secret: Union[str, bytes, None] = None,
+    audience: Optional[str] = None,
+    issuer: Optional[str] = None,
+) -> str:
     """Returns an HS256 JWT that footfall accepts on its streams and snapshots.
 
     ``sub`` is the visitor (a user id, or with ``anon=True`` an anonymous

@@ -20,11 +20,14 @@ and footfall runs with ``FOOTFALL_AUTH_HOOK_URL=https://site/footfall/auth-hook/
 Importing this module needs Django; the rest of footfall does not.
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import json
 import logging
 from importlib import import_module
+from typing import Any, Callable, Optional
 
 from django.conf import settings
 from django.contrib.auth import get_user
@@ -41,7 +44,7 @@ __all__ = ["auth_hook_view", "user_for_cookie"]
 log = logging.getLogger("footfall")
 
 
-def user_for_cookie(cookie):
+def user_for_cookie(cookie: str) -> tuple:
     """Returns (user, session) for a Cookie header as a browser sent it.
 
     The user is what ``request.user`` would be on a request carrying that
@@ -66,7 +69,9 @@ def _anonymous_sub(session):
     return "django-" + hashlib.sha256(("footfall-anon:" + key).encode()).hexdigest()[:32]
 
 
-def auth_hook_view(membership, ttl_seconds=300, require_api_key=True):
+def auth_hook_view(
+    membership: Callable[[Any, str], Optional[str]], ttl_seconds: int = 300, require_api_key: bool = True
+) -> Callable[[HttpRequest], JsonResponse]:
     """Returns a Django view that answers footfall's auth hook.
 
     ``membership(user, community_id)`` returns the user's role in the

@@ -15,3 +15,8 @@ import "errors"
 
 // ErrClosed is returned by Watch after Close.
 var ErrClosed = errors.New("hangup: watcher closed")
+
+// MaxInput is how much a watched peer may send (read and dropped) before
+// it counts as gone: an SSE client sends nothing after its request, and a
+// peer that keeps sending must not keep the Watcher's goroutine busy.
+const MaxInput = 64 << 10

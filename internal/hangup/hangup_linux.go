@@ -34,6 +34,9 @@ type entry struct {
 	fd   int32
 	gen  uint32
 	gone func()
+	// dropped counts the bytes of input read and dropped; past MaxInput
+	// the peer counts as gone.
+	dropped int
 }
 
 // events is what a connection is watched for: input, the peer's FIN, or
@@ -65,7 +68,8 @@ func New() (*Watcher, error) {
 
 // Watch calls gone (on the Watcher's goroutine: it must not block) once
 // the peer of conn closes or resets the connection. Input the peer sends
-// meanwhile is read and dropped. Call the returned unwatch before closing
+// meanwhile is read and dropped; a peer that sends more than MaxInput is
+// reported gone too, so that it cannot keep the Watcher busy. Call the returned unwatch before closing
 // conn; gone may still run once, shortly after unwatch, so it must be safe
 // to call late.
 func (w *Watcher) Watch(conn syscall.Conn, gone func()) (unwatch func(), err error) {
@@ -186,6 +190,11 @@ func (e *entry) ended() bool {
 			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_DONTWAIT)
 			switch {
 			case n > 0:
+				e.dropped += n
+				if e.dropped > MaxInput {
+					ended = true
+					return
+				}
 				continue
 			case err == nil: // n == 0: the peer's FIN
 				ended = true

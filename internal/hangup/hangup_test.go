@@ -151,3 +151,32 @@ func TestResetAndClose(t *testing.T) {
 		t.Fatalf("Watch after Close = %v; want ErrClosed", err)
 	}
 }
+
+// TestChattyPeerIsGone: a peer that keeps sending is reported gone once it
+// sent more than MaxInput (it used to be read and dropped for ever, keeping
+// the Watcher's goroutine busy).
+func TestChattyPeerIsGone(t *testing.T) {
+	if !hangup.Supported {
+		t.Skip("no Watcher on this platform")
+	}
+	w := newWatcher(t)
+	s, c := pair(t, listen(t))
+	var gone atomic.Int32
+	if _, err := w.Watch(s, func() { gone.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	sent := 0
+	for sent <= hangup.MaxInput+len(chunk) && gone.Load() == 0 {
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		n, err := c.Write(chunk)
+		sent += n
+		if err != nil {
+			break // the server side closed or stopped reading
+		}
+	}
+	within(t, 2*time.Second, "the chatty peer reported gone", func() bool { return gone.Load() == 1 })
+	if sent <= hangup.MaxInput/2 {
+		t.Fatalf("reported gone after %d bytes; want after about %d", sent, hangup.MaxInput)
+	}
+}

@@ -1,8 +1,12 @@
 package api_test
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"strconv"
+	"sync"
+	"time"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -34,5 +38,49 @@ func TestNewStreamsRefusedWhileDraining(t *testing.T) {
 	}
 	if code, _, m := g.get(countPath(community1)+"?token="+member(t, "poller"), nil); code != 200 {
 		t.Fatalf("count poll during the drain = %d %v; want 200", code, m)
+	}
+}
+
+// TestDrainOverSpreadsCloses: DrainOver tells the streams to go spread
+// over the given time, not all in the same moment, each with 1001.
+func TestDrainOverSpreadsCloses(t *testing.T) {
+	g := newGateway(t, nil)
+	const n = 20
+	clients := make([]*websocket.Conn, n)
+	for i := range clients {
+		c := g.dial(visitorsPath(community1), member(t, "drained-"+strconv.Itoa(i)))
+		c.readType("visitor_count")
+		clients[i] = c.conn
+	}
+	const spread = time.Second
+	start := time.Now()
+	closedAt := make([]time.Duration, n)
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i, conn := range clients {
+		wg.Go(func() {
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, _, err := conn.ReadMessage(); err != nil {
+					closedAt[i] = time.Since(start)
+					if ce, ok := err.(*websocket.CloseError); ok {
+						codes[i] = ce.Code
+					}
+					return
+				}
+			}
+		})
+	}
+	g.srv.DrainOver(context.Background(), spread)
+	wg.Wait()
+	first, last := closedAt[0], closedAt[0]
+	for i, d := range closedAt {
+		if codes[i] != 1001 {
+			t.Errorf("client %d closed with %d; want 1001", i, codes[i])
+		}
+		first, last = min(first, d), max(last, d)
+	}
+	if last-first < spread/2 {
+		t.Fatalf("closes spread over %v (from %v to %v); want about %v", last-first, first, last, spread)
 	}
 }

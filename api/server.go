@@ -195,9 +195,15 @@ func (s *Server) Run(ctx context.Context) {
 	}
 }
 
-// Drain starts shutdown: /readyz answers 503 and every open stream is told
-// to go (WebSockets close with 1001).
-func (s *Server) Drain() {
+// Drain starts shutdown: /readyz answers 503, new streams are refused, and
+// every open stream is told to go at once (WebSockets close with 1001).
+func (s *Server) Drain() { s.DrainOver(context.Background(), 0) }
+
+// DrainOver starts shutdown like Drain, but tells the open streams to go
+// spread evenly over spread, so that a rolling deploy does not send every
+// client of the node to the other nodes in the same second. It returns once
+// the last one is told, or when ctx ends (the rest are then told at once).
+func (s *Server) DrainOver(ctx context.Context, spread time.Duration) {
 	s.draining.Store(true)
 	s.mu.Lock()
 	cs := make([]*client, 0, len(s.clients))
@@ -205,7 +211,7 @@ func (s *Server) Drain() {
 		cs = append(cs, c)
 	}
 	s.mu.Unlock()
-	for _, c := range cs {
+	tell := func(c *client) {
 		c.mu.Lock()
 		// The visitor's presence outlives the connection by the presence
 		// TTL, so that a client reconnecting to another node causes no
@@ -214,7 +220,34 @@ func (s *Server) Drain() {
 		c.mu.Unlock()
 		c.closeWith(closeGoingAway, "server shutting down")
 	}
+	if spread <= 0 || len(cs) < 2 {
+		for _, c := range cs {
+			tell(c)
+		}
+		return
+	}
+	// Evenly spaced batches, at most one every drainTick: the streams of
+	// one batch go together.
+	batches := min(len(cs), max(int(spread/drainTick), 1))
+	per := (len(cs) + batches - 1) / batches
+	t := time.NewTicker(spread / time.Duration(batches))
+	defer t.Stop()
+	for i := 0; i < len(cs); i += per {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				per = len(cs) // the rest at once
+			case <-t.C:
+			}
+		}
+		for _, c := range cs[i:min(i+per, len(cs))] {
+			tell(c)
+		}
+	}
 }
+
+// drainTick is the shortest interval between DrainOver's batches.
+const drainTick = 20 * time.Millisecond
 
 // refuseWhileDraining answers a new stream 503 with a short Retry-After
 // once the node is draining: accepted now, it would be cut at once without

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )

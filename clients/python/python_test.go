@@ -8,6 +8,7 @@ package python
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -108,23 +110,48 @@ func pythonOrSkip(t *testing.T) string {
 	return path
 }
 
-// buildFootfall builds cmd/footfall into a temporary directory.
+// built is the footfall binary the tests share, built on first use.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildFootfall builds cmd/footfall into a temporary directory, once per
+// test binary.
 func buildFootfall(t *testing.T) string {
 	t.Helper()
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	built.once.Do(func() {
+		goCmd, err := exec.LookPath("go")
+		if err != nil {
+			goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		if built.dir, built.err = os.MkdirTemp("", "footfall-python-test-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "footfall")
+		if runtime.GOOS == "windows" {
+			built.bin += ".exe"
+		}
+		build := exec.Command(goCmd, "build", "-o", built.bin, "./cmd/footfall")
+		build.Dir = filepath.Join("..", "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build ./cmd/footfall: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	bin := filepath.Join(t.TempDir(), "footfall")
-	if runtime.GOOS == "windows" {
-		bin += ".exe"
-	}
-	build := exec.Command(goCmd, "build", "-o", bin, "./cmd/footfall")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/footfall: %v\n%s", err, out)
-	}
-	return bin
+	return built.bin
 }
 
 type unittestSummary struct {

@@ -160,6 +160,10 @@ type reconnectPhase struct {
 	ServerBusy         float64 `json:"server_busy"`
 	ServerCPUPerJoinUS float64 `json:"server_cpu_per_join_us"`
 	JoinsPerServerCPUS float64 `json:"joins_per_server_cpu_s"`
+	// ClientBusy: the harness's own CPU in the load phase, as a share of
+	// one CPU (near 1 with --client-cpu: the harness, not the node, set
+	// the pace).
+	ClientBusy float64 `json:"client_busy"`
 	// Watcher figures, from the phase's start to the end of its tail.
 	WatcherMsgs      int64   `json:"watcher_msgs"`
 	MsgsPerReconnect float64 `json:"msgs_per_reconnect_per_watcher"`
@@ -508,6 +512,7 @@ func reconnectOnce(ctx context.Context, tg *target, cfg reconnectConfig, tag uin
 		var log joinLog
 		t0 := time.Now()
 		cpu0, ok0 := tg.stats()
+		cc0 := clientCPU()
 		end := t0.Add(cfg.Duration)
 		var lw sync.WaitGroup
 		for _, v := range visitors {
@@ -536,9 +541,11 @@ func reconnectOnce(ctx context.Context, tg *target, cfg reconnectConfig, tag uin
 		}
 		_ = sleepCtx(ctx, time.Until(end))
 		cpu1, ok1 := tg.stats()
+		cc1 := clientCPU()
 		lw.Wait()
 		p := finishPhase(ctx, "load", watchers, &log, base, t0, end, cfg.Tail)
 		// The CPU of the phase itself, not of the returns after its end.
+		p.ClientBusy = round((cc1-cc0).Seconds()/cfg.Duration.Seconds(), 3)
 		if ok0 && ok1 {
 			p.ServerStats = true
 			p.ServerCPUS = round((cpu1.CPU - cpu0.CPU).Seconds(), 3)
@@ -676,6 +683,7 @@ func medianReconnect(rs []reconnectReport) reconnectReport {
 		p.SetupP99MS = f(func(c reconnectPhase) float64 { return c.SetupP99MS })
 		p.ServerCPUS = f(func(c reconnectPhase) float64 { return c.ServerCPUS })
 		p.ServerBusy = f(func(c reconnectPhase) float64 { return c.ServerBusy })
+		p.ClientBusy = f(func(c reconnectPhase) float64 { return c.ClientBusy })
 		p.ServerCPUPerJoinUS = f(func(c reconnectPhase) float64 { return c.ServerCPUPerJoinUS })
 		p.JoinsPerServerCPUS = f(func(c reconnectPhase) float64 { return c.JoinsPerServerCPUS })
 		p.WatcherMsgs = int64(f(func(c reconnectPhase) float64 { return float64(c.WatcherMsgs) }) + 0.5)
@@ -726,12 +734,12 @@ func writeReconnectText(w io.Writer, res reconnectResult) {
 		fmt.Fprintf(w, "median of %d runs per grace\n", m.Runs)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "grace\tphase\treconnects\tfailed\tjoins/s\tsetup p50/p99\tserver busy\tCPU/join\tjoins per CPU-s\tmsgs/reconnect/watcher\tmax msgs/s\tfinal ok")
+	fmt.Fprintln(tw, "grace\tphase\treconnects\tfailed\tjoins/s\tsetup p50/p99\tserver/harness busy\tCPU/join\tjoins per CPU-s\tmsgs/reconnect/watcher\tmax msgs/s\tfinal ok")
 	for _, s := range res.Sets {
 		for _, p := range s.Median.Phases {
 			busy, perJoin, perCPU := "-", "-", "-"
 			if p.ServerStats {
-				busy, perJoin, perCPU = fmt.Sprintf("%.2f", p.ServerBusy), fmt.Sprintf("%.0f µs", p.ServerCPUPerJoinUS), fmt.Sprintf("%.0f", p.JoinsPerServerCPUS)
+				busy, perJoin, perCPU = fmt.Sprintf("%.2f / %.2f", p.ServerBusy, p.ClientBusy), fmt.Sprintf("%.0f µs", p.ServerCPUPerJoinUS), fmt.Sprintf("%.0f", p.JoinsPerServerCPUS)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.1f / %.1f ms\t%s\t%s\t%s\t%.3f\t%d\t%d/%d\n",
 				graceText(s.GraceMS), p.Phase, p.Reconnects, p.Failed, p.JoinsPerS, p.SetupP50MS, p.SetupP99MS,

@@ -46,6 +46,7 @@ type config struct {
 	LogFormat         string
 	TLSCert, TLSKey   string
 	ShutdownTimeout   time.Duration
+	DrainSpread       time.Duration
 	IdleTimeout       time.Duration
 	TrustedProxies    []*net.IPNet
 	ConnRatePerIP     float64
@@ -145,6 +146,7 @@ func (c *config) settings() []setting {
 		{flag: "tls-cert", usage: "PEM certificate: serve HTTPS/WSS directly", set: text(&c.TLSCert)},
 		{flag: "tls-key", usage: "PEM private key for --tls-cert", set: text(&c.TLSKey)},
 		{flag: "shutdown-timeout", def: "10s", usage: "how long a graceful shutdown may take", set: duration(&c.ShutdownTimeout, 0)},
+		{flag: "drain-spread", def: "5s", usage: "at shutdown, how long the node takes to tell its streams to go, evenly (0s = all at once; less than the shutdown timeout)", set: grace(&c.DrainSpread)},
 		{flag: "idle-timeout", def: "2m", usage: "how long an idle keep-alive HTTP connection stays open (at most 2m)", set: duration(&c.IdleTimeout, maxIdleTimeout)},
 		{flag: "trusted-proxies", usage: "comma list of proxy CIDRs whose X-Forwarded-For is believed; empty = none", set: cidrs(&c.TrustedProxies)},
 		{flag: "conn-rate-per-ip", def: "20", usage: "new stream connections per client IP per second (burst twice that)", set: positiveFloat(&c.ConnRatePerIP)},
@@ -237,6 +239,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, configErrorf("FOOTFALL_TLS_CERT and FOOTFALL_TLS_KEY go together: set both or neither")
+	}
+	if c.DrainSpread >= c.ShutdownTimeout {
+		return c, configErrorf("FOOTFALL_DRAIN_SPREAD (%v) must be less than FOOTFALL_SHUTDOWN_TIMEOUT (%v): the streams must be told to go before the node stops", c.DrainSpread, c.ShutdownTimeout)
 	}
 	if c.MaxMessageBytes > c.MaxFrameBytes {
 		return c, configErrorf("FOOTFALL_MAX_MESSAGE_BYTES (%d) must not exceed FOOTFALL_MAX_FRAME_BYTES (%d)", c.MaxMessageBytes, c.MaxFrameBytes)

@@ -195,7 +195,10 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	srv.Drain()
+	// Streams are told to go spread over DrainSpread (new ones are refused
+	// meanwhile), so that the other nodes take this one's clients over
+	// time, not all in one second.
+	srv.DrainOver(shutCtx, cfg.DrainSpread)
 	if err := hs.Shutdown(shutCtx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}

@@ -23,6 +23,8 @@ func TestPresenceConfigErrors(t *testing.T) {
 		{"negative grace", "FOOTFALL_LEAVE_GRACE", "-1s"},
 		{"grace not a duration", "FOOTFALL_LEAVE_GRACE", "soon"},
 		{"public community not an id", "FOOTFALL_PUBLIC_COMMUNITIES", "123e4567,lobby"},
+		{"drain spread over the shutdown timeout", "FOOTFALL_DRAIN_SPREAD", "20s"},
+		{"negative drain spread", "FOOTFALL_DRAIN_SPREAD", "-1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer

@@ -119,13 +119,14 @@ func TestImageWorld(t *testing.T) {
 		err := cmd.Run()
 		took := time.Since(start)
 		msg := strings.TrimSpace(stderr.String())
+		t.Logf("footfall said: %s", msg)
 		if code := exitCode(err); code != 2 {
 			t.Fatalf("footfall with rediss:// and no CA bundle: exit %d (%v), stderr %q; want exit 2", code, err, msg)
 		}
 		if strings.Contains(msg, "\n") || strings.Contains(msg, "panic") || strings.Contains(msg, "goroutine ") {
 			t.Errorf("stderr = %q; want one line, no panic", msg)
 		}
-		for _, want := range []string{"FOOTFALL_VALKEY_URL", "x509", "certificate"} {
+		for _, want := range []string{"FOOTFALL_VALKEY_URL", "x509", "certificate signed by unknown authority"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("stderr = %q; want it to name %q", msg, want)
 			}

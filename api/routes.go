@@ -22,6 +22,7 @@ func (s *Server) routes() *echo.Echo {
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
 	e.IPExtractor = s.limits.ipExtractor()
+	e.Use(dropUnsafeRequestID)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
 		TargetHeader: echo.HeaderXRequestID,
 	}))
@@ -136,6 +137,37 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 		}()
 		return next(c)
 	}
+}
+
+// maxRequestIDBytes is the longest X-Request-ID taken from a client.
+const maxRequestIDBytes = 64
+
+// dropUnsafeRequestID removes a client's X-Request-ID unless it is at most
+// maxRequestIDBytes of [A-Za-z0-9._-], so that the RequestID middleware
+// after it makes a fresh one: the id is logged with every line of the
+// request, and a client must not choose what goes into the logs.
+func dropUnsafeRequestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header
+		if rid := h.Get(echo.HeaderXRequestID); rid != "" && !safeRequestID(rid) {
+			h.Del(echo.HeaderXRequestID)
+		}
+		return next(c)
+	}
+}
+
+func safeRequestID(id string) bool {
+	if len(id) > maxRequestIDBytes {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '.', b == '_', b == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func requestID(c echo.Context) string {

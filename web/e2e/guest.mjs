@@ -3,7 +3,10 @@
 // in-process gateway whose --community is public and --private is not:
 //
 //   node e2e/guest.mjs --chromium /usr/bin/chromium --base http://127.0.0.1:A \
-//     --out e2e/out --community ID --private ID2 --grace-ms 3000
+//     --other-origin http://127.0.0.1:B --out e2e/out --community ID --private ID2 --grace-ms 3000
+//
+// --other-origin is the same gateway on another port: another origin of the
+// same site, which footfall allows, for the client's cross-origin SSE and REST.
 //
 // One browser context is one cookie jar, so its tabs are one guest (the
 // footfall_vid cookie); a second context is a second guest. While one tab
@@ -19,13 +22,14 @@ const { values: args } = parseArgs({
   options: {
     chromium: { type: 'string' },
     base: { type: 'string' },
+    'other-origin': { type: 'string' },
     out: { type: 'string' },
     community: { type: 'string' },
     private: { type: 'string' },
     'grace-ms': { type: 'string' },
   },
 });
-for (const k of ['chromium', 'base', 'out', 'community', 'private', 'grace-ms']) {
+for (const k of ['chromium', 'base', 'other-origin', 'out', 'community', 'private', 'grace-ms']) {
   if (!args[k]) {
     console.error(`guest.mjs: --${k} is required`);
     process.exit(2);
@@ -301,6 +305,51 @@ try {
       throw new Error(`seed hook: ${JSON.stringify(await seed.evaluate(() => window.__seed?.result ?? null))}`);
     });
   if ((await seed.evaluate(() => window.__seedArgs)) !== 0) throw new Error('the seed hook passed WebSocket protocols');
+  for (const p of [a, b]) await expectText(p, 'visitor-count', 1);
+
+  step('from another origin of the site, the client over SSE and polling sends the cookie: the same guest, 1');
+  const other = args['other-origin'];
+  const x = await ctxA.newPage();
+  x.on('pageerror', (err) => pageErrors.push(`other origin: ${err.message}`));
+  await x.goto(`${other}/footfall-client.js`);
+  const beforeX = await a.evaluate(() => window.__counts.length);
+  await x.evaluate(async ([base, community, other]) => {
+    const { FootfallClient } = await import(`${other}/footfall-client.js`);
+    window.__clients = {};
+    window.__x = {};
+    for (const t of ['sse', 'polling']) {
+      const client = new FootfallClient({ url: base, community, transport: t, pollInterval: 300 });
+      client.on('count', (n) => (window.__x[t] = n));
+      client.on('status', (d) => (window.__x[`${t}-status`] = d.status));
+      client.connect();
+      window.__clients[t] = client;
+    }
+  }, [args.base, c, other]);
+  await x.waitForFunction(() => window.__x.sse === 1 && window.__x.polling === 1 && window.__x['sse-status'] === 'connected' && window.__x['polling-status'] === 'connected', null, { timeout: 10000, polling: 50 })
+    .catch(async () => {
+      throw new Error(`cross-origin clients: ${JSON.stringify(await x.evaluate(() => window.__x))}`);
+    });
+  // A few polls later (every 300 ms), still one visitor everywhere.
+  await sleep(1000);
+  for (const p of [a, b]) await expectText(p, 'visitor-count', 1);
+  if ((await x.evaluate(() => [window.__x.sse, window.__x.polling])).join() !== '1,1') throw new Error('a cross-origin client saw the count move');
+
+  step('a cross-origin client told withCredentials: false is another visitor (the control): 2, then 1 after the grace');
+  await x.evaluate(async ([base, community]) => {
+    const { FootfallClient } = await import(`${location.origin}/footfall-client.js`);
+    const client = new FootfallClient({ url: base, community, transport: 'sse', withCredentials: false });
+    client.on('count', (n) => (window.__x.control = n));
+    client.connect();
+    window.__clients.control = client;
+  }, [args.base, c]);
+  for (const p of [a, b]) await expectText(p, 'visitor-count', 2);
+  await x.evaluate(() => window.__clients.control.close());
+  for (const p of [a, b]) await expectText(p, 'visitor-count', 1, grace + 10000);
+  const seenX = (await a.evaluate(() => window.__counts)).slice(beforeX);
+  if (JSON.stringify(seenX) !== JSON.stringify(['2', '1'])) throw new Error(`while the cross-origin clients came and went the tab showed ${JSON.stringify(seenX)}; want ["2","1"]`);
+  if ((await guestCookie(ctxA)) !== vid) throw new Error('footfall_vid changed over the cross-origin requests');
+  await x.evaluate(() => Object.values(window.__clients).forEach((cl) => cl.close()));
+  await x.close();
   for (const p of [a, b]) await expectText(p, 'visitor-count', 1);
 
   step('a second browser context (another cookie jar) is a second guest: 2');

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -11,11 +12,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -49,6 +52,23 @@ type Config struct {
 	MaxCommunities int
 	// Now tells the time. Default time.Now.
 	Now func() time.Time
+
+	// JWKSURL is a JWKS document whose keys (RS256, ES256, EdDSA, each
+	// with a kid) verify tokens naming their kid. NewVerifier fetches it
+	// once and fails if it cannot; the Verifier then refetches it every
+	// JWKSRefresh (so that a removed key stops working), and on a token
+	// with an unknown kid at most once every JWKSUnknownKIDEvery, keeping
+	// the last good set through failures. Close stops that.
+	JWKSURL string
+	// JWKSRefresh and JWKSUnknownKIDEvery default to 5 minutes and 5
+	// seconds.
+	JWKSRefresh, JWKSUnknownKIDEvery time.Duration
+	// JWKSClient fetches the JWKS (default: an http.Client with a 5 s
+	// timeout).
+	JWKSClient *http.Client
+	// OnJWKSError, when set, hears of failed refetches (the last good set
+	// stays in use). It must not block.
+	OnJWKSError func(error)
 }
 
 // Verifier checks credentials. It is safe for concurrent use.
@@ -64,6 +84,10 @@ type Verifier struct {
 	parser         *jwt.Parser
 	algs           []string
 	cache          verifiedCache
+	// jwks holds the keys of Config.JWKSURL (nil without one); stopJWKS
+	// ends its refetching.
+	jwks     keyfunc.Keyfunc
+	stopJWKS context.CancelFunc
 }
 
 // verifiedCacheSize bounds the verified-token cache.
@@ -148,8 +172,18 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		v.key, v.keyAlg = key, alg
 		v.algs = append(v.algs, alg)
 	}
+	if cfg.JWKSURL != "" {
+		if err := v.startJWKS(cfg); err != nil {
+			return nil, err
+		}
+		for _, alg := range jwksAlgs {
+			if !slices.Contains(v.algs, alg) {
+				v.algs = append(v.algs, alg)
+			}
+		}
+	}
 	if len(v.algs) == 0 {
-		return nil, errors.New("auth: neither a JWT secret nor a public key is configured")
+		return nil, errors.New("auth: neither a JWT secret, a public key nor a JWKS URL is configured")
 	}
 	// Claims are checked by Verify itself, in an order that lets it tell
 	// "signed but expired" from everything else; the parser only checks
@@ -187,21 +221,30 @@ func parsePublicKey(data []byte) (any, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("auth: public key: %w", err)
 	}
+	alg, err := algOf(key)
+	if err != nil {
+		return nil, "", fmt.Errorf("auth: public key: %w", err)
+	}
+	return key, alg, nil
+}
+
+// algOf returns the one JWT algorithm a public key verifies.
+func algOf(key any) (string, error) {
 	switch k := key.(type) {
 	case *rsa.PublicKey:
 		if k.N.BitLen() < minRSABits {
-			return nil, "", fmt.Errorf("auth: public key: RSA key of %d bits is too small (minimum %d)", k.N.BitLen(), minRSABits)
+			return "", fmt.Errorf("RSA key of %d bits is too small (minimum %d)", k.N.BitLen(), minRSABits)
 		}
-		return k, jwt.SigningMethodRS256.Alg(), nil
+		return jwt.SigningMethodRS256.Alg(), nil
 	case *ecdsa.PublicKey:
 		if k.Curve != elliptic.P256() {
-			return nil, "", fmt.Errorf("auth: public key: EC curve %s is not supported (want P-256 for ES256)", k.Curve.Params().Name)
+			return "", fmt.Errorf("EC curve %s is not supported (want P-256 for ES256)", k.Curve.Params().Name)
 		}
-		return k, jwt.SigningMethodES256.Alg(), nil
+		return jwt.SigningMethodES256.Alg(), nil
 	case ed25519.PublicKey:
-		return k, jwt.SigningMethodEdDSA.Alg(), nil
+		return jwt.SigningMethodEdDSA.Alg(), nil
 	}
-	return nil, "", fmt.Errorf("auth: public key: unsupported key type %T (want RSA, EC P-256 or Ed25519)", key)
+	return "", fmt.Errorf("unsupported key type %T (want RSA, EC P-256 or Ed25519)", key)
 }
 
 // tokenClaims are the claims footfall reads (CONTRACT section 2).
@@ -220,15 +263,37 @@ type tokenClaims struct {
 // the key's alg only ever meets the key: an HS256 token "signed" with the
 // public key's bytes (the HS/RS confusion) is checked against the secret,
 // or refused when there is none.
+//
+// A token whose header names a kid verifies with that key of the JWKS (an
+// unknown kid refetches the set, rate-limited), and only if the key is one
+// of the algorithm the token names: an RSA key verifies RS256 only, a P-256
+// key ES256 only, an Ed25519 key EdDSA only.
 func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
-	switch alg := t.Method.Alg(); {
-	case alg == jwt.SigningMethodHS256.Alg() && v.secret != nil:
-		return v.secret, nil
-	case alg == v.keyAlg && v.key != nil:
+	alg := t.Method.Alg()
+	if alg == jwt.SigningMethodHS256.Alg() {
+		if v.secret != nil {
+			return v.secret, nil
+		}
+		return nil, errors.New("no key for this alg")
+	}
+	if kid, ok := t.Header["kid"].(string); ok && kid != "" && v.jwks != nil {
+		key, err := v.jwks.Keyfunc(t)
+		if err != nil {
+			return nil, errUnknownKID
+		}
+		if keyAlg, err := algOf(key); err != nil || keyAlg != alg {
+			return nil, errors.New("the key of this kid is not for this alg")
+		}
+		return key, nil
+	}
+	if alg == v.keyAlg && v.key != nil {
 		return v.key, nil
 	}
 	return nil, errors.New("no key for this alg")
 }
+
+// errUnknownKID: the token names a kid that the JWKS does not hold.
+var errUnknownKID = errors.New("unknown kid")
 
 // Verify checks a JWT and returns the identity it carries.
 //
@@ -293,7 +358,11 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	if !now.Before(id.ExpiresAt) {
 		return id, fail(CodeExpired, "token expired")
 	}
-	v.cache.put(token, id)
+	if _, jwks := t.Header["kid"]; !jwks || v.jwks == nil || t.Method.Alg() == jwt.SigningMethodHS256.Alg() {
+		// A token a JWKS key verified is checked each time: its key may
+		// be removed from the set.
+		v.cache.put(token, id)
+	}
 	return id, nil
 }
 
@@ -302,6 +371,9 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 func (v *Verifier) parseReason(t *jwt.Token, err error) string {
 	if t != nil && t.Method != nil && !slices.Contains(v.algs, t.Method.Alg()) {
 		return "signing algorithm not accepted"
+	}
+	if errors.Is(err, errUnknownKID) {
+		return "unknown key id (kid)"
 	}
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):

@@ -4,16 +4,19 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.yaml.in/yaml/v4"
 
 	"github.com/footfall/footfall/api/auth"
 	"github.com/footfall/footfall/streams/valkey/valkeytest"
@@ -46,7 +49,7 @@ func TestBehindNginx(t *testing.T) {
 	}
 	nodeA, _ := startMain(t, nil, environ)
 	nodeB, _ := startMain(t, nil, environ)
-	front := startNginx(t, nginx, strings.TrimPrefix(nodeA, "http://"), strings.TrimPrefix(nodeB, "http://"))
+	front, accessLog := startNginx(t, nginx, strings.TrimPrefix(nodeA, "http://"), strings.TrimPrefix(nodeB, "http://"))
 
 	const community = "123e4567-e89b-12d3-a456-426614174000"
 	tok := func(sub string, role auth.Role) string {
@@ -159,6 +162,89 @@ func TestBehindNginx(t *testing.T) {
 		t.Fatalf("metric through nginx = %d; want 202", presp.StatusCode)
 	}
 	nextEvent(`"through_nginx"`)
+
+	// /metrics is not served to the outside (issue 16).
+	for _, path := range []string{"/metrics", "/metrics/", "//metrics", "/%6detrics"} {
+		mresp, err := http.Get("http://" + front + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(mresp.Body)
+		mresp.Body.Close()
+		if mresp.StatusCode == http.StatusOK || strings.Contains(string(body), "footfall_") {
+			t.Errorf("GET %s through nginx = %d; want it refused, not the node's metrics", path, mresp.StatusCode)
+		}
+	}
+	// The access log shows the path of a ?token= request, never its query
+	// string (issue 16).
+	polled := tok("poller", auth.RoleMember)
+	presp, err = http.Get("http://" + front + "/api/v1/communities/" + community + "/visitors/count?token=" + polled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presp.Body.Close()
+	if presp.StatusCode != http.StatusOK {
+		t.Fatalf("REST poll with ?token= through nginx = %d; want 200", presp.StatusCode)
+	}
+	var logged string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(accessLog)
+		if logged = string(b); strings.Contains(logged, "/visitors/count") {
+			break
+		}
+	}
+	if !strings.Contains(logged, "/visitors/count") {
+		t.Fatalf("nginx access log has no line for the poll: %q", logged)
+	}
+	if strings.Contains(logged, "token=") || strings.Contains(logged, polled) {
+		t.Fatalf("nginx access log holds the token: %s", logged)
+	}
+}
+
+// docker-compose.yml trusts the X-Forwarded-For of its nginx only, not of
+// every private address (issue 16).
+func TestComposeTrustsOnlyNginx(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+			Networks    any               `yaml:"networks"` // a list, or a map with addresses
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatal(err)
+	}
+	var nginxIPs []string
+	networks, _ := compose.Services["nginx"].Networks.(map[string]any)
+	for _, n := range networks {
+		if m, ok := n.(map[string]any); ok {
+			if ip, ok := m["ipv4_address"].(string); ok && ip != "" {
+				nginxIPs = append(nginxIPs, ip)
+			}
+		}
+	}
+	if len(nginxIPs) == 0 {
+		t.Fatalf("the nginx service has no fixed address for the nodes to trust")
+	}
+	nodes := 0
+	for name, svc := range compose.Services {
+		trusted, ok := svc.Environment["FOOTFALL_TRUSTED_PROXIES"]
+		if !ok {
+			continue
+		}
+		nodes++
+		for _, p := range strings.Split(trusted, ",") {
+			if p = strings.TrimSpace(p); !slices.Contains(nginxIPs, strings.TrimSuffix(p, "/32")) {
+				t.Errorf("%s trusts %q as a proxy; want only nginx's address %v", name, p, nginxIPs)
+			}
+		}
+	}
+	if nodes < 2 {
+		t.Fatalf("%d services set FOOTFALL_TRUSTED_PROXIES; want both footfall nodes", nodes)
+	}
 }
 
 // openStreams reads a node's open stream count from its /metrics.
@@ -186,7 +272,7 @@ func openStreams(t *testing.T, base string) int {
 // startNginx runs nginx in the foreground with deploy/nginx.conf, its
 // upstream servers replaced by a and b and its listener by a free port,
 // and returns that address.
-func startNginx(t *testing.T, bin, a, b string) string {
+func startNginx(t *testing.T, bin, a, b string) (addr, accessLog string) {
 	t.Helper()
 	shipped, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nginx.conf"))
 	if err != nil {
@@ -196,20 +282,22 @@ func startNginx(t *testing.T, bin, a, b string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
+	addr = ln.Addr().String()
 	ln.Close()
+	dir := t.TempDir()
+	accessLog = filepath.Join(dir, "access.log")
 	site := string(shipped)
 	for old, repl := range map[string]string{
-		"server footfall-1:8080": "server " + a,
-		"server footfall-2:8080": "server " + b,
-		"listen 80;":             "listen " + addr + ";",
+		"server footfall-1:8080":                "server " + a,
+		"server footfall-2:8080":                "server " + b,
+		"listen 80;":                            "listen " + addr + ";",
+		"access_log /var/log/nginx/access.log ": "access_log " + accessLog + " ",
 	} {
 		if !strings.Contains(site, old) {
 			t.Fatalf("deploy/nginx.conf has no %q; update this test with it", old)
 		}
 		site = strings.ReplaceAll(site, old, repl)
 	}
-	dir := t.TempDir()
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
 pid %[1]s/nginx.pid;
@@ -246,7 +334,7 @@ http {
 	for {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return addr
+			return addr, accessLog
 		}
 		select {
 		case <-exited:

@@ -34,6 +34,7 @@ type config struct {
 	ValkeyURL         string
 	JWTSecret         string
 	JWTPublicKey      string
+	JWTJWKSURL        string
 	JWTAudience       string
 	JWTIssuer         string
 	APIKey            string
@@ -122,6 +123,7 @@ func (c *config) settings() []setting {
 		{flag: "valkey-url", usage: "Valkey URL (redis://, rediss://, valkey://, valkeys://) or comma-separated cluster seeds; empty = embedded in-memory bus", set: text(&c.ValkeyURL), devIgnores: true, secretPart: urlPassword},
 		secretSetting(setting{flag: "jwt-secret", usage: "HS256 secret, at least 32 bytes", set: raw(&c.JWTSecret)}, minSecretBytes),
 		{flag: "jwt-public-key", usage: "path to a PEM public key (RS256, ES256 or EdDSA)", set: text(&c.JWTPublicKey), devIgnores: true},
+		{flag: "jwt-jwks-url", usage: "URL of a JWKS (RS256, ES256, EdDSA keys with kid) that signs tokens", set: text(&c.JWTJWKSURL), devIgnores: true, secretPart: urlPassword},
 		{flag: "jwt-audience", usage: "required JWT audience, checked when set", set: text(&c.JWTAudience)},
 		{flag: "jwt-issuer", usage: "required JWT issuer, checked when set", set: text(&c.JWTIssuer)},
 		secretSetting(setting{flag: "api-key", usage: "bearer key of the service API, at least 32 bytes; empty disables it", set: raw(&c.APIKey)}, minSecretBytes),
@@ -253,8 +255,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			return c, configErrorf("FOOTFALL_VALKEY_URL is not a valid URL (%s): check the escaping of its user name and password", redactURL(c.ValkeyURL))
 		}
 	}
-	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" {
-		return c, configErrorf("no credentials configured: set FOOTFALL_JWT_SECRET or FOOTFALL_JWT_PUBLIC_KEY (or run with --dev)")
+	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKSURL == "" {
+		return c, configErrorf("no credentials configured: set FOOTFALL_JWT_SECRET, FOOTFALL_JWT_PUBLIC_KEY or FOOTFALL_JWT_JWKS_URL (or run with --dev)")
 	}
 	return c, nil
 }

@@ -84,6 +84,10 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	authCfg := auth.Config{
 		Secret: []byte(cfg.JWTSecret), Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer,
 		MaxTokenBytes: cfg.MaxTokenBytes, MaxCommunities: cfg.MaxTokenComms,
+		JWKSURL: cfg.JWTJWKSURL,
+		OnJWKSError: func(err error) {
+			log.Warn("JWKS refetch failed; keeping the last good key set", "err", redactJWKSError(err, cfg.JWTJWKSURL))
+		},
 	}
 	if cfg.JWTPublicKey != "" {
 		if authCfg.PublicKeyPEM, err = readFile("FOOTFALL_JWT_PUBLIC_KEY", cfg.JWTPublicKey); err != nil {
@@ -105,6 +109,7 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return configErrorf("JWT configuration: %v", err)
 	}
+	defer verifier.Close()
 
 	bus, busName, err := openBus(ctx, cfg, log)
 	if err != nil {
@@ -377,4 +382,14 @@ func guestKey(secret []byte, apiKey string) []byte {
 	m.Write([]byte{0})
 	m.Write([]byte(apiKey))
 	return m.Sum(nil)
+}
+
+// redactJWKSError removes the JWKS URL (which may carry a secret) from the
+// text of a refetch error.
+func redactJWKSError(err error, url string) string {
+	msg := err.Error()
+	if url != "" {
+		msg = strings.ReplaceAll(msg, url, "FOOTFALL_JWT_JWKS_URL")
+	}
+	return msg
 }

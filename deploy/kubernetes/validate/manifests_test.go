@@ -328,6 +328,19 @@ func TestManifests(t *testing.T) {
 			}
 			shutdown = d
 		}
+		// The streams are told to go over FOOTFALL_DRAIN_SPREAD (default 5s),
+		// inside the shutdown timeout.
+		spread := 5 * time.Second
+		if v := env["FOOTFALL_DRAIN_SPREAD"].Value; v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				t.Fatalf("FOOTFALL_DRAIN_SPREAD = %q: %v", v, err)
+			}
+			spread = d
+		}
+		if spread >= shutdown {
+			t.Errorf("FOOTFALL_DRAIN_SPREAD %v is not less than FOOTFALL_SHUTDOWN_TIMEOUT %v: footfall refuses to start", spread, shutdown)
+		}
 		var preStop time.Duration
 		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
 			t.Errorf("no preStop sleep: the load balancer may send new clients to a node that stopped accepting")

@@ -387,9 +387,13 @@ try {
   if (!detail.includes('4001') || !/admits no guests/.test(detail)) throw new Error(`the stop reason ${JSON.stringify(detail)} does not explain 4001 for a guest`);
   await p.close();
 
-  step('a dev token still connects from the same page (member role)');
+  step('a dev token still connects from the same page (member role), and its reload is the same visitor: 2 throughout');
   const m = await open(ctxA, `${args.base}/?community=${c}&role=member`);
   for (const q of [a, b, m]) await expectText(q, 'visitor-count', 2);
+  const devSub = async () => (await m.locator('#identity').textContent()).match(/dev-[a-z0-9]+/)?.[0];
+  const sub = await devSub();
+  await steadyWhile(a, m, 2, () => m.reload(), () => expectText(m, 'transport', 'websocket'));
+  if (!sub || (await devSub()) !== sub) throw new Error(`the reload changed the dev visitor: ${sub} -> ${await devSub()}`);
   await m.close();
   await expectText(a, 'visitor-count', 1, grace + 10000);
 

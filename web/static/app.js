@@ -4,7 +4,7 @@
 // URL parameters: community, role (dev mode: member | moderator | admin),
 // guest=1 (no token), transport (auto | websocket | sse | polling). In dev
 // mode, ?community=ID&role=R connects at once as a new visitor (a random sub
-// per page load); ?community=ID&guest=1 connects at once as a guest, in any
+// per tab, kept over reloads); ?community=ID&guest=1 connects at once as a guest, in any
 // mode: the footfall_vid cookie makes every tab of this browser one visitor.
 // Test knobs:
 // poll (poll interval, ms), climb (wait before trying a better transport, ms;
@@ -24,6 +24,22 @@ const randomId = (n = 8) => {
   return Array.from(a, (b) => 'abcdefghijklmnopqrstuvwxyz0123456789'[b % 36]).join('');
 };
 
+/**
+ * This tab's visitor in dev mode: a random sub, kept in sessionStorage so
+ * that a reload is the same visitor (and the leave grace hides it) while
+ * another tab is another visitor.
+ */
+function devSub() {
+  const key = 'footfall-dev-sub';
+  try {
+    let sub = sessionStorage.getItem(key);
+    if (!sub) sessionStorage.setItem(key, (sub = `dev-${randomId()}`));
+    return sub;
+  } catch {
+    return `dev-${randomId()}`; // storage refused: one visitor per page load
+  }
+}
+
 const state = {
   dev: false,
   apiKey: '',
@@ -32,7 +48,7 @@ const state = {
   /** @type {string[] | null} */ publicCommunities: null,
   guest: false,
   countAt: 0, // when the count last changed
-  sub: `dev-${randomId()}`, // this page load's visitor in dev mode
+  sub: devSub(), // this tab's visitor in dev mode
   community: '',
   /** @type {FootfallClient | null} */ visitors: null,
   /** @type {FootfallClient | null} */ dashboard: null,
@@ -141,7 +157,7 @@ function renderGrace(connected) {
   const grace = state.leaveGrace && state.leaveGrace !== '0s' ? ` (${state.leaveGrace} here)` : '';
   const who = state.guest
     ? 'Every tab of this browser is the same guest. '
-    : 'Every tab with your token is the same visitor. ';
+    : 'Tabs signed in as the same user are one visitor. ';
   $('grace-text').textContent = state.leaveGrace === '0s'
     ? `${who}This node runs with FOOTFALL_LEAVE_GRACE=0s, though: a reload makes the visitor leave and come back.`
     : `${who}When a visitor's last tab closes or reloads, footfall keeps it present for the leave grace${grace}; back within it, nobody sees it leave or join.`;

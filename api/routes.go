@@ -37,12 +37,21 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/ws/communities/:id/visitors/", s.serveWS(streams.StreamVisitors), s.checkOrigin, s.limitConnections)
 	e.GET("/ws/communities/:id/visitor-dashboard/", s.serveWS(streams.StreamDashboard), s.checkOrigin, s.limitConnections)
 
-	e.GET("/sse/communities/:id/visitors/", s.serveSSE(streams.StreamVisitors), s.checkOrigin, s.limitConnections)
-	e.GET("/sse/communities/:id/visitor-dashboard/", s.serveSSE(streams.StreamDashboard), s.checkOrigin, s.limitConnections)
+	// SSE and REST snapshots answer CORS (api/cors.go): pages on other
+	// origins use them as the browser client's fallbacks.
+	e.GET("/sse/communities/:id/visitors/", s.serveSSE(streams.StreamVisitors), s.cors, s.checkOrigin, s.limitConnections)
+	e.GET("/sse/communities/:id/visitor-dashboard/", s.serveSSE(streams.StreamDashboard), s.cors, s.checkOrigin, s.limitConnections)
 
 	// REST snapshots (CONTRACT section 5), with the streams' credentials.
-	e.GET("/api/v1/communities/:id/visitors/count", s.restCount, s.limitRequests)
-	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard, s.limitRequests)
+	e.GET("/api/v1/communities/:id/visitors/count", s.restCount, s.cors, s.limitRequests)
+	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard, s.cors, s.limitRequests)
+
+	for _, p := range []string{
+		"/sse/communities/:id/visitors/", "/sse/communities/:id/visitor-dashboard/",
+		"/api/v1/communities/:id/visitors/count", "/api/v1/communities/:id/visitor-dashboard",
+	} {
+		e.OPTIONS(p, s.preflight)
+	}
 
 	// Service API (CONTRACT section 6). Route by route rather than an echo
 	// Group: a group's middleware would answer 401 for unknown paths too.

@@ -218,6 +218,10 @@ func TestOperations(t *testing.T) {
 		"GET /dev/info",
 		"GET /metrics",
 		"GET /api/v1/communities/{id}/stats",
+		"OPTIONS /sse/communities/{id}/visitors/",
+		"OPTIONS /sse/communities/{id}/visitor-dashboard/",
+		"OPTIONS /api/v1/communities/{id}/visitors/count",
+		"OPTIONS /api/v1/communities/{id}/visitor-dashboard",
 	}
 	slices.Sort(want)
 	if got := v.Operations(); !slices.Equal(got, want) {

@@ -179,8 +179,11 @@ func TestKustomization(t *testing.T) {
 // --help lists them.
 func footfallEnv(t *testing.T) map[string]bool {
 	t.Helper()
-	// The go command running this test.
-	goBin := filepath.Join(goruntime.GOROOT(), "bin", "go")
+	// The go command on PATH, or the one of the toolchain running this test.
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(goruntime.GOROOT(), "bin", "go")
+	}
 	cmd := exec.Command(goBin, "run", "./cmd/footfall", "--help")
 	cmd.Dir = repoRoot
 	out, err := cmd.CombinedOutput()

@@ -397,6 +397,19 @@ try {
   await m.close();
   await expectText(a, 'visitor-count', 1, grace + 10000);
 
+  step('phone width, as a guest: no sideways scrolling, the count and the grace note in view');
+  await a.setViewportSize({ width: 390, height: 844 });
+  const fit = await a.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    count: document.querySelector('[data-testid="visitor-count"]').getBoundingClientRect().toJSON(),
+    note: document.querySelector('[data-testid="grace-note"]').getBoundingClientRect().toJSON(),
+  }));
+  if (fit.scroll > 390) throw new Error(`at 390 px the guest page is ${fit.scroll} px wide`);
+  for (const [what, r] of [['count', fit.count], ['grace note', fit.note]]) {
+    if (r.top < 0 || r.bottom > 844 || r.right > 390) throw new Error(`at phone size the ${what} is out of view: ${JSON.stringify(r)}`);
+  }
+  await a.screenshot({ path: join(args.out, 'guest-phone.png'), fullPage: true });
+
   if (pageErrors.length) throw new Error(`uncaught errors in pages:\n${pageErrors.join('\n')}`);
   step('all guest checks passed');
 } catch (err) {

@@ -956,13 +956,21 @@ export class FootfallClient {
 
   /**
    * Replaces the token: sent at once on an open WebSocket ({"type":"auth"}),
-   * used by the next SSE connection and the next poll.
+   * used by the next SSE connection and the next poll. A connection opened
+   * without a token (a guest signing in) is replaced at once by one with it:
+   * footfall lets {"type":"auth"} renew a connection's credential, not
+   * change who it is.
    * @param {string} token
    */
   setToken(token) {
+    const hadNone = !this.#token;
     this.#token = token;
-    if (this.#main?.t === 'websocket') this.#main.conn?.send({ type: 'auth', token });
     if (this.#running) this.#scheduleTokenRefresh();
+    if (hadNone && token && this.#running && this.#main) {
+      this.#reconnectNow();
+      return;
+    }
+    if (this.#main?.t === 'websocket') this.#main.conn?.send({ type: 'auth', token });
   }
 
   /**
@@ -1074,6 +1082,18 @@ export class FootfallClient {
           () => {}, // the connection lives until expiry; 4004 asks again
         );
     }, Math.min(at, 2 ** 31 - 1));
+  }
+
+  /** Replaces the connection (and any probe) with a new one at once. */
+  #reconnectNow() {
+    this.#clear('stable');
+    this.#clear('climb');
+    const main = this.#main;
+    const probe = this.#probe;
+    this.#main = this.#probe = null;
+    main?.conn?.close();
+    probe?.conn?.close();
+    this.#connectNow();
   }
 
   #connectNow() {

@@ -646,14 +646,62 @@ test('with a token, cookies stay same-origin unless withCredentials says otherwi
   client.close();
 });
 
-test('no token, then setToken: the next connection carries the token', async () => {
+test('no token, then setToken (a guest signs in): the connection is replaced by one with the token', async () => {
+  for (const transport of ['websocket', 'sse']) {
+    const WS = argcWebSocket();
+    const ES = initEventSource();
+    const { client, clock, events } = setup({ token: undefined, transport, WebSocket: WS, EventSource: ES });
+    client.connect();
+    if (transport === 'websocket') {
+      WS.last().accept();
+      WS.last().deliver(countMsg(1));
+    } else {
+      ES.last().open();
+      ES.last().deliver(countMsg(1), 'e-1');
+    }
+    await clock.advance(0);
+    assert.equal(client.status, 'connected');
+    client.setToken('tok-9');
+    if (transport === 'websocket') {
+      assert.equal(WS.instances.length, 2, 'a new WebSocket at once');
+      assert.equal(WS.instances[0].closedByClient, true);
+      assert.deepEqual(WS.instances[0].sent.filter((m) => m.type === 'auth'), [], 'no auth message on the guest connection');
+      assert.deepEqual(WS.last().protocols, ['bearer', 'tok-9']);
+      WS.last().accept();
+      WS.last().deliver(countMsg(2));
+    } else {
+      assert.equal(ES.instances.length, 2, 'a new EventSource at once');
+      assert.equal(ES.instances[0].closed, true);
+      assert.equal(new URL(ES.last().url).searchParams.get('token'), 'tok-9');
+      ES.last().open();
+      ES.last().deliver(countMsg(2), 'e-2');
+    }
+    await clock.advance(0);
+    assert.equal(client.status, 'connected');
+    assert.equal(client.count, 2);
+    assert.deepEqual(events.error, []);
+    // From now on a new token renews the credential in place, as before.
+    client.setToken('tok-10');
+    if (transport === 'websocket') {
+      assert.equal(WS.instances.length, 2);
+      assert.deepEqual(WS.last().sent.at(-1), { type: 'auth', token: 'tok-10' });
+    } else {
+      assert.equal(ES.instances.length, 2);
+    }
+    client.close();
+    assert.equal(clock.pending(), 0, `${transport}: no timer left`);
+  }
+});
+
+test('setToken before a guest connection opened, or while waiting to retry, needs no extra reconnect', async () => {
   const WS = argcWebSocket();
   const { client, clock } = setup({ token: undefined, WebSocket: WS });
   client.connect();
-  WS.last().accept();
-  WS.last().deliver(countMsg(1));
-  client.setToken('tok-9');
   WS.last().serverClose(1006);
+  await clock.advance(0);
+  assert.equal(client.status, 'reconnecting');
+  client.setToken('tok-9');
+  assert.equal(WS.instances.length, 1, 'the retry timer makes the next attempt');
   await clock.until(() => WS.instances.length === 2);
   assert.deepEqual(WS.last().protocols, ['bearer', 'tok-9']);
   client.close();

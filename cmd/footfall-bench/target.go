@@ -272,7 +272,9 @@ func startFootfall(ctx context.Context, bin, cpu string, extraEnv []string) (*ta
 	// A clean FOOTFALL_* environment: dev mode makes its own secret and key.
 	// Given a secret (nodes sharing Valkey), it runs in production mode:
 	// --dev would ignore the secret, the key and the Valkey URL.
-	env := []string{"FOOTFALL_SHUTDOWN_TIMEOUT=5s"}
+	// The drain spread must stay below the shutdown timeout (footfall
+	// refuses to start otherwise); a measured node is told to go at once.
+	env := []string{"FOOTFALL_SHUTDOWN_TIMEOUT=5s", "FOOTFALL_DRAIN_SPREAD=0s"}
 	env = append(env, extraEnv...)
 	args := []string{"--dev", "--addr", "127.0.0.1:0"}
 	if slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "FOOTFALL_JWT_SECRET=") }) {

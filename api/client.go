@@ -113,6 +113,9 @@ type client struct {
 	closing bool
 	code    int
 	reason  string
+	// hook: the auth hook admitted this stream; it is asked again when its
+	// verdict runs out (guarded by mu; nil otherwise).
+	hook *hookGrant
 	// handover: the node is stopping; on close, the visitor's source is
 	// kept for the presence TTL instead of ending at once.
 	handover bool

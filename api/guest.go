@@ -166,23 +166,48 @@ func (g *guestPolicy) behindHTTPS(r *http.Request) bool {
 }
 
 // guest returns the identity of r as a guest of stream of community, or
-// nil when r is not one: it carries a credential (which then decides, good
-// or bad), the stream is a dashboard, or the community is not public
-// (docs/protocol.md, credential order). A cookie issued to it is set in h
-// (the response's headers, or the WebSocket upgrade's); fresh says so.
-func (s *Server) guest(r *http.Request, h http.Header, cred auth.Credential, community string, stream streams.Stream) (ident *auth.Identity, fresh bool) {
-	if cred.Source != auth.SourceNone || stream != streams.StreamVisitors || !s.guests.isPublic(community) {
+// nil when the stream is a dashboard or the community is not public. A
+// cookie issued to it is set in h (the response's headers, or the
+// WebSocket upgrade's); fresh says so. Callers ask only for requests that
+// carry no credential.
+func (s *Server) guest(r *http.Request, h http.Header, community string, stream streams.Stream) (ident *auth.Identity, fresh bool) {
+	if stream != streams.StreamVisitors || !s.guests.isPublic(community) {
 		return nil, false
 	}
 	return s.guests.admit(r, h, community)
 }
 
-// identify is guest, else the footfall credential's identity for the
-// stream (auth.Verifier.Authorize).
-func (s *Server) identify(r *http.Request, h http.Header, cred auth.Credential, community string, stream streams.Stream) (ident *auth.Identity, fresh bool, err error) {
-	if ident, fresh := s.guest(r, h, cred, community, stream); ident != nil {
-		return ident, fresh, nil
+// identified is who a request is, as identify decides it.
+type identified struct {
+	ident *auth.Identity
+	// fresh: a guest whose footfall_vid was issued with this answer.
+	fresh bool
+	// grant: the auth hook admitted it; an open stream is asked about
+	// again when the verdict runs out.
+	grant *hookGrant
+}
+
+// identify decides who r is for stream of community, in the credential
+// order of docs/protocol.md: a footfall credential (token, then session
+// cookie) decides when present, good or bad; otherwise the platform's auth
+// hook for a request with the platform's cookies; otherwise a guest of a
+// public community's visitors stream; otherwise 4001.
+func (s *Server) identify(r *http.Request, h http.Header, clientIP string, cred auth.Credential, community string, stream streams.Stream, transport string) (identified, error) {
+	if cred.Source != auth.SourceNone {
+		ident, err := s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
+		return identified{ident: ident}, err
 	}
-	ident, err = s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
-	return ident, false, err
+	return s.withoutCredential(r, h, clientIP, community, stream, transport)
+}
+
+// withoutCredential is identify for a request with no footfall credential.
+func (s *Server) withoutCredential(r *http.Request, h http.Header, clientIP, community string, stream streams.Stream, transport string) (identified, error) {
+	ident, grant, decided, err := s.viaHook(r, clientIP, community, stream, transport)
+	if decided {
+		return identified{ident: ident, grant: grant}, err
+	}
+	if ident, fresh := s.guest(r, h, community, stream); ident != nil {
+		return identified{ident: ident, fresh: fresh}, nil
+	}
+	return identified{}, &auth.Error{Code: auth.CodeMissing, Reason: "no credential"}
 }

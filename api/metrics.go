@@ -31,6 +31,10 @@ type metrics struct {
 	// busReconnects counts the bus's OnReconnect notices, each of which
 	// sends every open stream a fresh snapshot (server.go).
 	busReconnects prometheus.Counter
+	// hookCalls and hookLatency: calls to the platform's auth hook, by
+	// outcome (allowed, unauthorized, forbidden, timeout, error).
+	hookCalls   *prometheus.CounterVec
+	hookLatency prometheus.Histogram
 }
 
 func newMetrics(s *Server) *metrics {
@@ -73,8 +77,15 @@ func newMetrics(s *Server) *metrics {
 			Name: "footfall_bus_reconnects_total", Help: "Times the bus was connected again after an outage, had re-registered its state and resubscribed, and open streams got fresh snapshots.",
 		}),
 	}
+	m.hookCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "footfall_auth_hook_calls_total", Help: "Calls to the platform's auth hook, by outcome: allowed, unauthorized, forbidden, timeout, error (5xx, nonsense, unreachable).",
+	}, []string{"outcome"})
+	m.hookLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "footfall_auth_hook_duration_seconds", Help: "How long the platform's auth hook took to answer (or to fail).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
+	})
 	reg.MustRegister(m.open, m.accepted, m.refused, m.closed, m.duration, m.sent, m.dropped,
-		m.slowConsumers, m.socketFull, m.fanout, m.busReconnects,
+		m.slowConsumers, m.socketFull, m.fanout, m.busReconnects, m.hookCalls, m.hookLatency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "footfall_present_visitors",
 			Help: "Present visitors summed over the communities this node holds (has clients or pollers for).",

@@ -23,10 +23,11 @@ func (s *Server) restCount(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	ident, fresh, err := s.identify(c.Request(), c.Response().Header(), auth.Extract(c.Request()), community, streams.StreamVisitors)
+	who, err := s.identify(c.Request(), c.Response().Header(), c.RealIP(), auth.Extract(c.Request()), community, streams.StreamVisitors, "rest")
 	if err != nil {
 		return err
 	}
+	ident, fresh := who.ident, who.fresh
 	// A guest's poll is a heartbeat only with a cookie footfall issued
 	// before: a client that keeps no cookies would count anew each time.
 	if !fresh {
@@ -49,7 +50,7 @@ func (s *Server) restDashboard(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if _, err := s.verifier.Authorize(ctx, auth.Extract(c.Request()), s.bus, community, streams.StreamDashboard); err != nil {
+	if _, err := s.identify(c.Request(), c.Response().Header(), c.RealIP(), auth.Extract(c.Request()), community, streams.StreamDashboard, "rest"); err != nil {
 		return err
 	}
 	state, err := s.polls.state(ctx, community)

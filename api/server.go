@@ -46,6 +46,11 @@ type Options struct {
 	// GuestKey signs guests' footfall_vid cookies. Every node of a cluster
 	// must have the same; empty: a random key of this node's own.
 	GuestKey []byte
+	// AuthHookURL is the platform's endpoint that decides requests carrying
+	// its own cookies and no footfall credential (api/authhook.go); empty:
+	// none. AuthHookClient calls it (default: a 2 s timeout client).
+	AuthHookURL    string
+	AuthHookClient *http.Client
 	// DashboardInterval is the period of the dashboard push.
 	DashboardInterval time.Duration
 	// SSEHeartbeat is the period of SSE heartbeat comments (15s).
@@ -81,6 +86,7 @@ type Server struct {
 	limits   Limits
 	ipLimits *ipLimits
 	guests   *guestPolicy
+	hook     *authHook // nil without Options.AuthHookURL
 	nodeID   string
 	now      func() time.Time
 	origins  originPolicy
@@ -94,6 +100,9 @@ type Server struct {
 	// revokedRecent: sessions revoked in the last revokedMemory, for
 	// connections that were in set-up then (see revoked).
 	revokedRecent map[string]time.Time
+	// hooked are the open streams the auth hook admitted, asked about
+	// again when their verdict runs out (recheckHooked).
+	hooked map[*client]struct{}
 	// perCommunity counts the open streams of each community with any, by
 	// transport and stream, for /stats (which would otherwise walk every
 	// client under s.mu).
@@ -138,6 +147,7 @@ func New(opts Options) *Server {
 		sessions: make(map[string]map[*client]struct{}),
 
 		revokedRecent: make(map[string]time.Time),
+		hooked:        make(map[*client]struct{}),
 
 		perCommunity: make(map[string]*streamCounts),
 	}
@@ -151,6 +161,12 @@ func New(opts Options) *Server {
 	s.guests = newGuestPolicy(opts.PublicCommunities, opts.GuestKey, s.limits.TrustedProxies)
 	s.polls = newPollLeases(s)
 	s.metrics = newMetrics(s)
+	if opts.AuthHookURL != "" {
+		s.hook = newAuthHook(opts.AuthHookURL, opts.APIKey, opts.AuthHookClient, s.now, func(outcome string, d time.Duration) {
+			s.metrics.hookCalls.WithLabelValues(outcome).Inc()
+			s.metrics.hookLatency.Observe(d.Seconds())
+		})
+	}
 	s.hub.ObserveFanout(func(d time.Duration) { s.metrics.fanout.Observe(d.Seconds()) })
 	s.echo = s.routes()
 	s.stopRevoke = s.bus.OnRevoke(s.revoked)
@@ -179,10 +195,18 @@ func (s *Server) Handler() http.Handler { return s.echo }
 func (s *Server) Run(ctx context.Context) {
 	t := time.NewTicker(s.opts.DashboardInterval)
 	defer t.Stop()
+	var hookTick <-chan time.Time
+	if s.hook != nil {
+		ht := time.NewTicker(time.Second)
+		defer ht.Stop()
+		hookTick = ht.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-hookTick:
+			s.recheckHooked(ctx)
 		case <-s.reconnected:
 			s.afterReconnect(ctx)
 		case <-t.C:
@@ -297,6 +321,9 @@ func (s *Server) index(c *client) (revoked bool) {
 		_, revoked = s.revokedRecent[c.sessionID]
 	}
 	s.clients[c] = struct{}{}
+	if c.hook != nil {
+		s.hooked[c] = struct{}{}
+	}
 	n := s.perCommunity[c.community]
 	if n == nil {
 		n = new(streamCounts)
@@ -339,6 +366,7 @@ func (s *Server) unregister(c *client) {
 		return
 	}
 	delete(s.clients, c)
+	delete(s.hooked, c)
 	if n := s.perCommunity[c.community]; n != nil && n.add(c, -1) == 0 {
 		delete(s.perCommunity, c.community)
 	}

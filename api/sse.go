@@ -126,7 +126,8 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		}
 		r := ec.Request()
 		reqID := requestID(ec)
-		ident, _, err := s.identify(r, ec.Response().Header(), auth.Extract(r), community, stream)
+		who, err := s.identify(r, ec.Response().Header(), ec.RealIP(), auth.Extract(r), community, stream, "sse")
+		ident := who.ident
 		if err != nil {
 			code, reason := closeFor(err)
 			s.log.Info("connection refused", "request_id", reqID, "community", community, "stream", string(stream), "transport", "sse", "code", code, "reason", reason)
@@ -140,6 +141,7 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 
 		c := s.newClient("sse", community, stream, ident)
 		c.reqID = reqID
+		c.hook = who.grant
 		tr := &sseTransport{srv: s.sse, hub: s.hub, base: strconv.FormatUint(c.id, 10), attached: make(chan struct{}, 1), flushSig: make(chan struct{}, 1)}
 		tr.alarm = streams.NewAlarm(tr.ring)
 		c.tr = tr

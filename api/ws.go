@@ -89,9 +89,14 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 		if cred.Subprotocol != "" {
 			hdr.Set("Sec-WebSocket-Protocol", cred.Subprotocol)
 		}
-		// A guest is decided before the upgrade: its cookie goes out on
-		// the handshake's answer.
-		ident, _ := s.guest(r, hdr, cred, community, stream)
+		// Without a footfall credential the request is decided before the
+		// upgrade (the auth hook, then a guest, whose cookie goes out on
+		// the handshake's answer); its outcome is a close code after it.
+		var who identified
+		var whoErr error
+		if cred.Source == auth.SourceNone {
+			who, whoErr = s.withoutCredential(r, hdr, c.RealIP(), community, stream, "websocket")
+		}
 		h := &wsHijacker{Response: c.Response()}
 		conn, err := up.Upgrade(h, r, hdr)
 		if err != nil {
@@ -104,9 +109,10 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 			lc.wmu.Unlock()
 		}
 		reqID := requestID(c)
-		if ident == nil {
-			ident, err = s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
+		if cred.Source != auth.SourceNone {
+			who.ident, whoErr = s.verifier.Authorize(r.Context(), cred, s.bus, community, stream)
 		}
+		ident, err := who.ident, whoErr
 		if err != nil {
 			code, reason := closeFor(err)
 			s.log.Info("connection refused", "request_id", reqID, "community", community, "stream", string(stream), "transport", "websocket", "code", code, "reason", reason)
@@ -114,7 +120,7 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 			refuse(conn, code, reason)
 			return nil
 		}
-		s.startWS(c, conn, h.br, community, stream, ident, reqID)
+		s.startWS(c, conn, h.br, community, stream, ident, who.grant, reqID)
 		return nil
 	}
 }
@@ -408,11 +414,12 @@ func (t *wsTransport) inline() bool { return false }
 
 // startWS attaches an authenticated connection and starts its reader
 // goroutine, which runs the connection until it ends.
-func (s *Server) startWS(ec echo.Context, conn *websocket.Conn, br *bufio.Reader, community string, stream streams.Stream, ident *auth.Identity, reqID string) {
+func (s *Server) startWS(ec echo.Context, conn *websocket.Conn, br *bufio.Reader, community string, stream streams.Stream, ident *auth.Identity, grant *hookGrant, reqID string) {
 	ctx := ec.Request().Context()
 	start := time.Now()
 	c := s.newClient("websocket", community, stream, ident)
 	c.reqID = reqID
+	c.hook = grant
 	c.tr = newWSTransport(conn)
 	c.keepaliveEvery = pingEvery
 

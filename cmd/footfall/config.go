@@ -35,6 +35,7 @@ type config struct {
 	JWTSecret         string
 	JWTPublicKey      string
 	JWTJWKSURL        string
+	AuthHookURL       string
 	JWTAudience       string
 	JWTIssuer         string
 	APIKey            string
@@ -123,6 +124,7 @@ func (c *config) settings() []setting {
 		{flag: "valkey-url", usage: "Valkey URL (redis://, rediss://, valkey://, valkeys://) or comma-separated cluster seeds; empty = embedded in-memory bus", set: text(&c.ValkeyURL), devIgnores: true, secretPart: urlPassword},
 		secretSetting(setting{flag: "jwt-secret", usage: "HS256 secret, at least 32 bytes", set: raw(&c.JWTSecret)}, minSecretBytes),
 		{flag: "jwt-public-key", usage: "path to a PEM public key (RS256, ES256 or EdDSA)", set: text(&c.JWTPublicKey), devIgnores: true},
+		{flag: "auth-hook-url", usage: "the platform's endpoint that decides requests carrying its own cookies and no footfall credential", set: text(&c.AuthHookURL), devIgnores: true, secretPart: urlPassword},
 		{flag: "jwt-jwks-url", usage: "URL of a JWKS (RS256, ES256, EdDSA keys with kid) that signs tokens", set: text(&c.JWTJWKSURL), devIgnores: true, secretPart: urlPassword},
 		{flag: "jwt-audience", usage: "required JWT audience, checked when set", set: text(&c.JWTAudience)},
 		{flag: "jwt-issuer", usage: "required JWT issuer, checked when set", set: text(&c.JWTIssuer)},

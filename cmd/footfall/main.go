@@ -127,6 +127,7 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		LeaveGrace:        cfg.LeaveGrace,
 		PublicCommunities: cfg.PublicComms,
 		GuestKey:          guestKey(authCfg.Secret, cfg.APIKey),
+		AuthHookURL:       cfg.AuthHookURL,
 		DashboardInterval: cfg.DashboardInterval,
 		Dev:               cfg.Dev,
 		Web:               web.FS(),

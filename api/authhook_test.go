@@ -101,7 +101,10 @@ func TestAuthHookAnswers(t *testing.T) {
 	h.set("banned", status(http.StatusForbidden))
 	h.set("broken", status(http.StatusInternalServerError))
 	h.set("nonsense", func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"role":"member"}`) })
-	h.set("slow", func(w http.ResponseWriter) { time.Sleep(2500 * time.Millisecond); allow("slow", "member", false, 60)(w) })
+	h.set("slow", func(w http.ResponseWriter) {
+		time.Sleep(2500 * time.Millisecond)
+		allow("slow", "member", false, 60)(w)
+	})
 	g := hookGateway(t, h)
 
 	// Allowed: the visitor the platform names, with footfall's cookies
@@ -206,7 +209,10 @@ func TestAuthHookCache(t *testing.T) {
 	h.set("alice", allow("alice", "member", false, 60))
 	h.set("banned", status(http.StatusForbidden))
 	h.set("broken", status(http.StatusBadGateway))
-	h.set("burst", func(w http.ResponseWriter) { time.Sleep(300 * time.Millisecond); allow("burst", "member", false, 60)(w) })
+	h.set("burst", func(w http.ResponseWriter) {
+		time.Sleep(300 * time.Millisecond)
+		allow("burst", "member", false, 60)(w)
+	})
 	g := hookGateway(t, h)
 	for range 3 {
 		g.get(countPath(community1), cookieHeader("sessionid=alice"))

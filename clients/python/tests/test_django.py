@@ -209,7 +209,7 @@ def footfall_has_auth_hook(binary):
 
 
 class FootfallAsksDjangoTest(DjangoSiteTestCase):
-    """footfall itself calling the view (runs once footfall implements FOOTFALL_AUTH_HOOK_URL)."""
+    """footfall itself asking the view (skips with a footfall that has no FOOTFALL_AUTH_HOOK_URL)."""
 
     def test_streams_admitted_by_the_django_session(self):
         binary = support.footfall_binary()
@@ -232,6 +232,31 @@ class FootfallAsksDjangoTest(DjangoSiteTestCase):
             self.assertEqual((dash.status, dash.error and dash.error.get("code")), (403, 4003))
             other = srv.sse(self.cid, cookie="sessionid=nosuchsession12345678")
             self.assertEqual((other.status, other.error and other.error.get("code")), (401, 4001))
+
+            # A moderator's session opens the dashboard, which sees the member above.
+            moderator = type(self.user).objects.create_user("mod-%s" % new_community()[:8], password="pw")
+            self.memberships[(moderator.pk, self.cid)] = "moderator"
+            mod_dash = srv.sse(self.cid, "visitor-dashboard", cookie=self.session_cookie(moderator))
+            self.addCleanup(mod_dash.close)
+            self.assertEqual(mod_dash.status, 200, mod_dash.error)
+            today = mod_dash.next().data["data"]["today_visitors"]
+            self.assertEqual((today["authenticated_visitors"], today["anonymous_visitors"]), (1, 0))
+
+            # A visitor who is not signed in but has a session, when the site counts such visitors.
+            from django.contrib.sessions.backends.db import SessionStore
+
+            session = SessionStore()
+            session["seen"] = True
+            session.create()
+            self.memberships[("anonymous", self.cid)] = "moderator"  # still never a dashboard (CONTRACT section 9)
+            anon = srv.sse(self.cid, cookie="sessionid=" + session.session_key)
+            self.addCleanup(anon.close)
+            self.assertEqual(anon.status, 200, anon.error)
+            self.assertEqual(anon.next().data["count"], 2)
+            ev = mod_dash.wait_for(lambda e: e.data["data"]["today_visitors"]["anonymous_visitors"] == 1)
+            self.assertEqual(ev.data["data"]["realtime_count"], 2)
+            anon_dash = srv.sse(self.cid, "visitor-dashboard", cookie="sessionid=" + session.session_key)
+            self.assertEqual((anon_dash.status, anon_dash.error and anon_dash.error.get("code")), (403, 4003))
 
 
 if __name__ == "__main__":

@@ -258,6 +258,25 @@ class FootfallAsksDjangoTest(DjangoSiteTestCase):
             anon_dash = srv.sse(self.cid, "visitor-dashboard", cookie="sessionid=" + session.session_key)
             self.assertEqual((anon_dash.status, anon_dash.error and anon_dash.error.get("code")), (403, 4003))
 
+    def test_logout_closes_the_stream(self):
+        binary = support.footfall_binary()
+        if not footfall_has_auth_hook(binary):
+            self.skipTest("this footfall does not implement FOOTFALL_AUTH_HOOK_URL yet (CONTRACT section 9)")
+        from django.contrib.sessions.models import Session
+        from django.test import override_settings
+
+        srv = support.Server(binary, FOOTFALL_AUTH_HOOK_URL=self.hook_url.replace("auth-hook/", "auth-hook-1s/"))
+        self.addCleanup(srv.stop)
+        with override_settings(FOOTFALL_API_KEY=srv.api_key):
+            self.memberships[(self.user.pk, self.cid)] = "member"
+            sse = srv.sse(self.cid, cookie=self.session_cookie(self.user))
+            self.addCleanup(sse.close)
+            self.assertEqual(sse.status, 200, sse.error)
+            self.assertEqual(sse.next().data["count"], 1)
+            Session.objects.all().delete()  # the user logs out everywhere
+            rest = sse.closed(timeout=10)
+            self.assertEqual([(e.type, e.data.get("code")) for e in rest][-1:], [("error", "expired")])
+
 
 if __name__ == "__main__":
     unittest.main()

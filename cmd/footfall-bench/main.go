@@ -9,6 +9,7 @@
 //	footfall-bench churn --visitors 1000 --watchers 50
 //	footfall-bench poll  --connections 50 --duration 10s
 //	footfall-bench soak  --duration 10m
+//	footfall-bench abuse --duration 15s
 //
 // Every subcommand takes --json. See BENCHMARKS.md for the method and the
 // figures of this machine.
@@ -47,6 +48,7 @@ const usage = `footfall-bench: load harness for footfall (issue 6)
   footfall-bench churn  N visitors join at once; how fast watchers converge
   footfall-bench poll   authenticated REST count polls vs /healthz throughput
   footfall-bench soak   bounded soak: churn, broadcasts, reconnects; RSS/threads/fds start vs end
+  footfall-bench abuse  bursts, idle keep-alives, slowloris, bogus credentials, long-gap resumes vs one node
 
 Run "footfall-bench <command> -h" for the flags of a command.
 `
@@ -71,6 +73,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdPoll(ctx, args[1:], stdout, stderr)
 	case "soak":
 		return cmdSoak(ctx, args[1:], stdout, stderr)
+	case "abuse":
+		return cmdAbuse(ctx, args[1:], stdout, stderr)
 	case "baseline-server": // hidden: the bare baseline, started by --target baseline
 		return cmdBaselineServer(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

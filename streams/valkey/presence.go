@@ -187,12 +187,19 @@ func (b *Bus) touchHeld(ctx context.Context, s streams.Source, m string) (stream
 	r, err := b.runTouch(ctx, s, lease)
 	b.heldMu.Lock()
 	switch {
+	case s.TTL > 0:
+		// No longer held by this node, whatever happened: a failed call
+		// leaves the source held in Valkey, or not, and the keeper's sync
+		// (dirty) then ends it rather than re-registering it for ever
+		// (a leave grace asked for while Valkey was down).
+		delete(hc.members, m)
+		if err != nil {
+			hc.dirty = true
+		}
 	case err != nil:
 		hc.dirty = true // it may or may not have happened: the keeper syncs
-	case s.TTL == 0:
-		hc.members[m] = struct{}{}
 	default:
-		delete(hc.members, m)
+		hc.members[m] = struct{}{}
 	}
 	b.heldMu.Unlock()
 	if err != nil {

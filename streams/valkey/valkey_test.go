@@ -976,3 +976,32 @@ func TestHistoryRetention(t *testing.T) {
 		t.Errorf("History(after #54) ok = %v, %v; want false (trimmed)", ok, err)
 	}
 }
+
+// A connection that closes while Valkey is down asks for a leave grace
+// (its held source becomes a TTL source) and that call fails: the node
+// must not re-register the source as held after the outage (the visitor
+// would stay present for ever); the keeper's sync ends it.
+func TestGraceAskedDuringOutage(t *testing.T) {
+	t.Parallel()
+	srv := valkeytest.Start(t)
+	a := newBus(t, Options{URL: srv.URL(), NodeID: "a", PresenceTTL: 2 * time.Second, ReapInterval: 50 * time.Millisecond})
+	c := newCommunity()
+	mustTouch(t, a, streams.Source{Community: c, Visitor: user("stayer"), ID: "ws-1"})
+	mustTouch(t, a, streams.Source{Community: c, Visitor: user("leaver"), ID: "ws-2"})
+	srv.Stop()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	_, err := a.Touch(ctx, streams.Source{Community: c, Visitor: user("leaver"), ID: "ws-2", TTL: time.Second})
+	cancel()
+	if err == nil {
+		t.Fatalf("Touch with Valkey stopped = nil; want an error")
+	}
+	srv.Restart()
+	eventually(t, "only the stayer present after the outage", func() bool {
+		s, err := a.Snapshot(t.Context(), c)
+		return err == nil && s.Count == 1
+	})
+	time.Sleep(3 * time.Second) // a keeper sync or two later: still one
+	if s, err := a.Snapshot(t.Context(), c); err != nil || s.Count != 1 {
+		t.Fatalf("Snapshot after the outage = %+v, %v; want count 1 (the leaver gone)", s, err)
+	}
+}

@@ -22,7 +22,7 @@ func TestAbuseShort(t *testing.T) {
 	err := dispatch(ctx, []string{"abuse", "--json",
 		// A low REST limit, so that the bursts meet it however slowly this
 		// machine sends them (the race detector slows the harness too).
-		"--server-env", "FOOTFALL_DRAIN_SPREAD=1s", "--server-env", "FOOTFALL_REQUEST_RATE_PER_IP=1", "--idle-timeout", "2s",
+		"--server-env", "FOOTFALL_REQUEST_RATE_PER_IP=1", "--idle-timeout", "2s",
 		"--legit", "20", "--quiet-phase", "2s", "--duration", "3s", "--settle", "30s",
 		"--burst-addrs", "4", "--burst", "250", "--idle", "40", "--slowloris", "20",
 		"--bogus", "30", "--resumes", "10",

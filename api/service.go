@@ -594,5 +594,10 @@ func (s *Server) devToken(c echo.Context) error {
 // simulate a platform, the service API key included. Dev mode is for a
 // developer's own machine; it prints the same key at start.
 func (s *Server) devInfo(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]any{"dev": true, "api_key": s.opts.APIKey})
+	public := s.opts.PublicCommunities
+	if public == nil {
+		public = []string{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"dev": true, "api_key": s.opts.APIKey,
+		"leave_grace": s.opts.LeaveGrace.String(), "public_communities": public})
 }

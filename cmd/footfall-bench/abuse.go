@@ -105,6 +105,9 @@ type abuseReport struct {
 	AbuseP99MS    float64 `json:"abuse_fanout_p99_ms"`
 	QuietDelivery float64 `json:"quiet_delivery"` // received / expected
 	AbuseDelivery float64 `json:"abuse_delivery"`
+	// PublishErrors are probe publishes that got no answer (not counted
+	// as sent).
+	PublishErrors int64 `json:"probe_publish_errors"`
 }
 
 func cmdAbuse(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -258,7 +261,7 @@ func abuseOnce(ctx context.Context, tg *target, cfg abuseConfig, progress io.Wri
 
 	// Probes run through both phases.
 	probeCtx, stopProbes := context.WithCancel(ctx)
-	var sentQuiet, sentAbuse atomic.Int64
+	var sentQuiet, sentAbuse, publishErrors atomic.Int64
 	probesDone := make(chan struct{})
 	go func() {
 		defer close(probesDone)
@@ -273,12 +276,16 @@ func abuseOnce(ctx context.Context, tg *target, cfg abuseConfig, progress io.Wri
 			}
 			for _, comm := range comms {
 				ns := time.Now().UnixNano()
-				req, err := tg.publishRequest(probeCtx, comm, "visitors", probeMessage("visitors", comm, ns))
+				// The run's ctx, not probeCtx: stopping the probes must not
+				// cancel a publish the server may already have delivered
+				// (it would then count as delivered, never sent).
+				req, err := tg.publishRequest(ctx, comm, "visitors", probeMessage("visitors", comm, ns))
 				if err != nil {
 					continue
 				}
 				resp, err := hc.Do(req)
 				if err != nil {
+					publishErrors.Add(1)
 					continue
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
@@ -366,6 +373,7 @@ func abuseOnce(ctx context.Context, tg *target, cfg abuseConfig, progress io.Wri
 	}
 	latMu.Unlock()
 	rep.LegitDropped = ctr.disconnected.Load()
+	rep.PublishErrors = publishErrors.Load()
 	return rep, nil
 }
 
@@ -791,6 +799,6 @@ func writeAbuseText(w io.Writer, r abuseReport) {
 	fmt.Fprintf(w, "5xx answers: %d\n", r.FiveXX)
 	fmt.Fprintf(w, "idle keep-alives closed by the server: %d of %d (median %.2f s after their request)\n", r.IdleClosed, r.IdleOpened, r.IdleClosedS)
 	fmt.Fprintf(w, "slowloris upgrades closed by the server: %d of %d (median %.2f s after their last line)\n", r.SlowClosed, r.SlowOpened, r.SlowClosedS)
-	fmt.Fprintf(w, "legitimate clients: %d ready, %d disconnected; fanout p99 %.2f ms quiet, %.2f ms under abuse; delivery %.4f quiet, %.4f under abuse\n",
-		r.LegitReady, r.LegitDropped, r.QuietP99MS, r.AbuseP99MS, r.QuietDelivery, r.AbuseDelivery)
+	fmt.Fprintf(w, "legitimate clients: %d ready, %d disconnected; fanout p99 %.2f ms quiet, %.2f ms under abuse; delivery %.4f quiet, %.4f under abuse (%d probe publishes unanswered)\n",
+		r.LegitReady, r.LegitDropped, r.QuietP99MS, r.AbuseP99MS, r.QuietDelivery, r.AbuseDelivery, r.PublishErrors)
 }

@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -152,6 +156,12 @@ func readRules(t *testing.T) rules {
 // of every footfall histogram.
 func TestDeployMetricsExist(t *testing.T) {
 	exported := exportedMetrics(t)
+	// A labelled metric has no series until something happens to it (a
+	// hook call, say); those the test's traffic did not reach count from
+	// their declaration in api/.
+	for m := range declaredMetrics(t) {
+		exported[m] = true
+	}
 
 	named := map[string][]string{} // metric -> where
 	for where, expr := range dashboardExprs(t) {
@@ -457,4 +467,72 @@ func startFootfall(t *testing.T, bin string, environ []string) string {
 		t.Fatalf("footfall did not listen within 15s")
 	}
 	return ""
+}
+
+// declaredMetrics are the metrics api/ declares with prometheus.CounterOpts,
+// GaugeOpts, HistogramOpts or SummaryOpts literals (Name: "..."), with the
+// series names of histograms and summaries.
+func declaredMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob("../api/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			lit, ok := n.(*ast.CompositeLit)
+			if !ok {
+				return true
+			}
+			sel, ok := lit.Type.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "prometheus" {
+				return true
+			}
+			kind, ok := strings.CutSuffix(sel.Sel.Name, "Opts")
+			if !ok {
+				return true
+			}
+			for _, el := range lit.Elts {
+				kv, ok := el.(*ast.KeyValueExpr)
+				if !ok {
+					continue
+				}
+				if key, ok := kv.Key.(*ast.Ident); !ok || key.Name != "Name" {
+					continue
+				}
+				bl, ok := kv.Value.(*ast.BasicLit)
+				if !ok || bl.Kind != token.STRING {
+					continue
+				}
+				name, err := strconv.Unquote(bl.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				names[name] = true
+				switch kind {
+				case "Histogram":
+					names[name+"_bucket"], names[name+"_sum"], names[name+"_count"] = true, true, true
+				case "Summary":
+					names[name+"_sum"], names[name+"_count"] = true, true
+				}
+			}
+			return true
+		})
+	}
+	if !names["footfall_connections_open"] {
+		t.Fatalf("found no footfall_connections_open among the metrics api/ declares (%v): the parse missed them", names)
+	}
+	return names
 }

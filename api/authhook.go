@@ -288,8 +288,13 @@ const hookRecheckConcurrency = 32
 func (s *Server) recheckHooked(ctx context.Context) {
 	now := s.now()
 	s.mu.Lock()
-	var due []*client
+	hooked := make([]*client, 0, len(s.hooked))
 	for c := range s.hooked {
+		hooked = append(hooked, c)
+	}
+	s.mu.Unlock()
+	var due []*client
+	for _, c := range hooked {
 		c.mu.Lock()
 		if !now.Before(c.hook.next) {
 			due = append(due, c)
@@ -297,7 +302,6 @@ func (s *Server) recheckHooked(ctx context.Context) {
 		}
 		c.mu.Unlock()
 	}
-	s.mu.Unlock()
 	sem := make(chan struct{}, hookRecheckConcurrency)
 	var wg sync.WaitGroup
 	for _, c := range due {

@@ -250,6 +250,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.MaxMessageBytes > c.MaxFrameBytes {
 		return c, configErrorf("FOOTFALL_MAX_MESSAGE_BYTES (%d) must not exceed FOOTFALL_MAX_FRAME_BYTES (%d)", c.MaxMessageBytes, c.MaxFrameBytes)
 	}
+	if !strings.Contains(c.ValkeyURL, "://") && strings.Contains(c.ValkeyURL, "@") {
+		// Cluster seeds are host:port; credentials there would be quoted
+		// back in the dial error.
+		return c, configErrorf("FOOTFALL_VALKEY_URL: cluster seeds are host:port without credentials; give a password in a redis:// or valkey:// URL")
+	}
 	if strings.Contains(c.ValkeyURL, "://") {
 		// A URL that does not parse is named without its text: the error
 		// of url.Parse quotes it, password included.

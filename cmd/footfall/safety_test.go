@@ -54,6 +54,7 @@ func TestSecretsNeverInOutput(t *testing.T) {
 		{"unreachable valkey", nil, base},
 		{"malformed valkey URL", nil, with("FOOTFALL_VALKEY_URL", "redis://footfall:"+password+"%zz@"+refused+"/0")},
 		{"password without user", nil, with("FOOTFALL_VALKEY_URL", "redis://"+password+"%zz@"+refused+"/0")},
+		{"credentials in cluster seeds", nil, with("FOOTFALL_VALKEY_URL", "footfall:"+password+"@"+refused+","+refused)},
 		{"short secret", nil, with("FOOTFALL_JWT_SECRET", "jwt-SECRET-short")},
 		{"short API key", nil, with("FOOTFALL_API_KEY", "api-KEY-short")},
 	}

@@ -731,16 +731,5 @@ func getWithCookie(t *testing.T, hc *http.Client, g *gateway, path string, sse b
 	if !sse {
 		return fuzzDo(t, hc, req)
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	a := fuzzAnswer{status: resp.StatusCode, header: resp.Header}
-	if resp.StatusCode != http.StatusOK {
-		a.body, _ = io.ReadAll(resp.Body)
-	} else if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		t.Fatalf("GET %s = 200 with Content-Type %q; want an event stream", path, resp.Header.Get("Content-Type"))
-	}
-	return a
+	return getStream(t, hc, req)
 }

@@ -298,6 +298,8 @@ func FuzzWebSocketMessages(f *testing.F) {
 	}
 	f.Add([]byte(`{"type":"ping"}`), true, false)
 	f.Add([]byte{0, 1, 2}, true, true)
+	f.Add(bytes.Repeat([]byte(" "), api.DefaultLimits.MaxFrameBytes+1), false, false)
+	f.Add([]byte(`{"type":"ping"}`), false, false) // after a 1009: dials again
 
 	g := newGateway(f, func(o *api.Options) { o.Limits = fuzzLimits })
 	v, err := auth.NewVerifier(auth.Config{Secret: []byte(testSecret)})

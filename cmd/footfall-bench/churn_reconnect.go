@@ -172,6 +172,9 @@ type reconnectPhase struct {
 	// FinalOK: watchers whose last count is the count before the phase
 	// (every visitor is back).
 	FinalOK int `json:"watchers_final_ok"`
+	// FinalMin, FinalMax: the lowest and highest last count of a watcher.
+	FinalMin int `json:"final_count_min"`
+	FinalMax int `json:"final_count_max"`
 }
 
 type reconnectReport struct {
@@ -601,14 +604,19 @@ func finishPhase(ctx context.Context, phase string, ws []*msgWatcher, log *joinL
 		p.JoinsPerS = round(float64(inWall)/p.WallS, 1)
 	}
 	var total int64
-	for _, w := range ws {
+	for i, w := range ws {
 		times := w.since(t0.UnixNano())
 		total += int64(len(times))
 		p.MaxMsgsPerWatch = max(p.MaxMsgsPerWatch, len(times))
 		p.MaxMsgsPerSecond = max(p.MaxMsgsPerSecond, maxPerWindow(times, time.Second))
-		if w.last.Load() == int64(base) {
+		last := int(w.last.Load())
+		if last == base {
 			p.FinalOK++
 		}
+		if i == 0 {
+			p.FinalMin, p.FinalMax = last, last
+		}
+		p.FinalMin, p.FinalMax = min(p.FinalMin, last), max(p.FinalMax, last)
 	}
 	p.WatcherMsgs = total
 	if p.Reconnects > 0 {
@@ -691,6 +699,8 @@ func medianReconnect(rs []reconnectReport) reconnectReport {
 		p.MaxMsgsPerWatch = n(func(c reconnectPhase) float64 { return float64(c.MaxMsgsPerWatch) })
 		p.MaxMsgsPerSecond = n(func(c reconnectPhase) float64 { return float64(c.MaxMsgsPerSecond) })
 		p.FinalOK = n(func(c reconnectPhase) float64 { return float64(c.FinalOK) })
+		p.FinalMin = n(func(c reconnectPhase) float64 { return float64(c.FinalMin) })
+		p.FinalMax = n(func(c reconnectPhase) float64 { return float64(c.FinalMax) })
 	}
 	return m
 }
@@ -741,9 +751,13 @@ func writeReconnectText(w io.Writer, res reconnectResult) {
 			if p.ServerStats {
 				busy, perJoin, perCPU = fmt.Sprintf("%.2f / %.2f", p.ServerBusy, p.ClientBusy), fmt.Sprintf("%.0f µs", p.ServerCPUPerJoinUS), fmt.Sprintf("%.0f", p.JoinsPerServerCPUS)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.1f / %.1f ms\t%s\t%s\t%s\t%.3f\t%d\t%d/%d\n",
+			final := fmt.Sprintf("%d/%d", p.FinalOK, s.Median.Watchers)
+			if p.FinalOK < s.Median.Watchers {
+				final += fmt.Sprintf(" (counts %d..%d, want %d)", p.FinalMin, p.FinalMax, s.Median.BaseCount)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.1f / %.1f ms\t%s\t%s\t%s\t%.3f\t%d\t%s\n",
 				graceText(s.GraceMS), p.Phase, p.Reconnects, p.Failed, p.JoinsPerS, p.SetupP50MS, p.SetupP99MS,
-				busy, perJoin, perCPU, p.MsgsPerReconnect, p.MaxMsgsPerSecond, p.FinalOK, s.Median.Watchers)
+				busy, perJoin, perCPU, p.MsgsPerReconnect, p.MaxMsgsPerSecond, final)
 		}
 	}
 	tw.Flush()
@@ -753,8 +767,8 @@ func writeReconnectText(w io.Writer, res reconnectResult) {
 		}
 		for i, r := range s.Runs {
 			for _, p := range r.Phases {
-				fmt.Fprintf(w, "  grace %s run %d %s: %d reconnects, %.0f joins/s, %.0f µs CPU/join, %.3f msgs/reconnect/watcher, other CPU %.1f s\n",
-					graceText(s.GraceMS), i+1, p.Phase, p.Reconnects, p.JoinsPerS, p.ServerCPUPerJoinUS, p.MsgsPerReconnect, r.OtherCPUS)
+				fmt.Fprintf(w, "  grace %s run %d %s: %d reconnects, %.0f joins/s, %.0f µs CPU/join, %.3f msgs/reconnect/watcher, final %d/%d, other CPU %.1f s\n",
+					graceText(s.GraceMS), i+1, p.Phase, p.Reconnects, p.JoinsPerS, p.ServerCPUPerJoinUS, p.MsgsPerReconnect, p.FinalOK, r.Watchers, r.OtherCPUS)
 			}
 		}
 	}

@@ -247,6 +247,11 @@ func FuzzServiceAPI(f *testing.F) {
 type wsFuzzConn struct {
 	conn   *websocket.Conn
 	stream string // openapitest.StreamVisitors or StreamDashboard
+	// used is when the connection last answered. A fuzzing process may sit
+	// idle between inputs for longer than the node keeps a silent peer
+	// (it pings, and nobody reads the pings meanwhile); such a connection
+	// is dialed again rather than blamed.
+	used time.Time
 }
 
 // dialFuzzWS opens a WebSocket and reads its first message.
@@ -265,8 +270,12 @@ func dialFuzzWS(tb testing.TB, g *gateway, path, tok, stream string) (*wsFuzzCon
 		conn.Close()
 		return nil, fmt.Errorf("first message on %s: %v", path, err)
 	}
-	return &wsFuzzConn{conn: conn, stream: stream}, nil
+	return &wsFuzzConn{conn: conn, stream: stream, used: time.Now()}, nil
 }
+
+// wsFuzzIdle is how long a kept WebSocket may have been idle and still be
+// used: well under the node's 60 s for a silent peer.
+const wsFuzzIdle = 20 * time.Second
 
 // FuzzWebSocketMessages sends arbitrary frames (text or binary) on open
 // visitors and dashboard WebSockets of a real node. Each frame gets its
@@ -315,7 +324,11 @@ func FuzzWebSocketMessages(f *testing.F) {
 	dial := func(tb testing.TB, dashboard bool) *wsFuzzConn {
 		tb.Helper()
 		if c := conns[dashboard]; c != nil {
-			return c
+			if time.Since(c.used) < wsFuzzIdle {
+				return c
+			}
+			c.conn.Close()
+			delete(conns, dashboard)
 		}
 		path, stream := visitorsPath(community1), openapitest.StreamVisitors
 		if dashboard {
@@ -335,6 +348,7 @@ func FuzzWebSocketMessages(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, frame []byte, binary, dashboard bool) {
 		c := dial(t, dashboard)
+		start := time.Now()
 		stream := streams.StreamVisitors
 		if dashboard {
 			stream = streams.StreamDashboard
@@ -415,7 +429,7 @@ func FuzzWebSocketMessages(f *testing.F) {
 			if err != nil {
 				delete(conns, dashboard)
 				c.conn.Close()
-				t.Fatalf("after %q (binary %v) the connection gave %v; messages so far %q", frame, binary, err, got)
+				t.Fatalf("after %q (binary %v) the connection gave %v; messages so far %q; last answer %s before the frame", frame, binary, err, got, start.Sub(c.used).Round(time.Millisecond))
 			}
 			got = append(got, string(data))
 			if err := g.spec.Message(c.stream, data); err != nil {
@@ -450,6 +464,7 @@ func FuzzWebSocketMessages(f *testing.F) {
 		if !seen {
 			t.Fatalf("after %q (binary %v): messages %q; want a %s %s", frame, binary, got, wantType, wantCode)
 		}
+		c.used = time.Now()
 	})
 }
 

@@ -358,7 +358,9 @@ func FuzzWebSocketMessages(f *testing.F) {
 			mt = websocket.BinaryMessage
 		}
 		if err := c.conn.WriteMessage(mt, frame); err != nil {
-			t.Fatalf("send %q: %v", frame, err)
+			delete(conns, dashboard)
+			c.conn.Close()
+			t.Fatalf("send %q: %v; last answer %s before the frame", frame, err, start.Sub(c.used).Round(time.Millisecond))
 		}
 		if len(frame) > api.DefaultLimits.MaxFrameBytes {
 			delete(conns, dashboard)
@@ -419,6 +421,8 @@ func FuzzWebSocketMessages(f *testing.F) {
 		okCodes = append(okCodes, wantCode)
 
 		if err := c.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+			delete(conns, dashboard)
+			c.conn.Close()
 			t.Fatalf("send ping after %q: %v", frame, err)
 		}
 		var got []string

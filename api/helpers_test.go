@@ -20,8 +20,8 @@ import (
 )
 
 const (
-	testSecret = "test-secret-0123456789"
-	testAPIKey = "test-api-key"
+	testSecret = "test-secret-0123456789abcdef0123456"
+	testAPIKey = "test-api-key-0123456789abcdef012345"
 	community1 = "123e4567-e89b-12d3-a456-426614174000"
 	community2 = "aaaaaaaa-0000-0000-0000-000000000002"
 )

@@ -536,3 +536,61 @@ func declaredMetrics(t *testing.T) map[string]bool {
 	}
 	return names
 }
+
+// TestEveryAlertTestedAndDocumented checks that each alert of alerts.yml has
+// a promtool unit test in which it fires (alerts_test.yml), carries a
+// severity, a summary and a description, and is listed in docs/deploy.md.
+func TestEveryAlertTestedAndDocumented(t *testing.T) {
+	b, err := os.ReadFile(alertTestsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests struct {
+		RuleFiles []string `yaml:"rule_files"`
+		Tests     []struct {
+			AlertRuleTest []struct {
+				Alertname string           `yaml:"alertname"`
+				ExpAlerts []map[string]any `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	if err := yaml.Unmarshal(b, &tests); err != nil {
+		t.Fatalf("%s: %v", alertTestsFile, err)
+	}
+	if !slices.Contains(tests.RuleFiles, filepath.Base(alertsFile)) {
+		t.Errorf("%s tests %v; want %s", alertTestsFile, tests.RuleFiles, filepath.Base(alertsFile))
+	}
+	fires := map[string]bool{}
+	for _, tc := range tests.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				fires[a.Alertname] = true
+			}
+		}
+	}
+	doc, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range readRules(t).Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			n++
+			if !fires[r.Alert] {
+				t.Errorf("alert %s: no test in %s where it fires", r.Alert, alertTestsFile)
+			}
+			if r.Labels["severity"] == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("alert %s: want a severity label, a summary and a description", r.Alert)
+			}
+			if !strings.Contains(string(doc), "`"+r.Alert+"`") {
+				t.Errorf("alert %s is not listed in docs/deploy.md", r.Alert)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no alerts in %s", alertsFile)
+	}
+}

@@ -150,7 +150,7 @@ func (c *config) settings() []setting {
 		{flag: "tls-cert", usage: "PEM certificate: serve HTTPS/WSS directly", set: text(&c.TLSCert)},
 		{flag: "tls-key", usage: "PEM private key for --tls-cert", set: text(&c.TLSKey)},
 		{flag: "shutdown-timeout", def: "10s", usage: "how long a graceful shutdown may take", set: duration(&c.ShutdownTimeout, 0)},
-		{flag: "drain-spread", def: "5s", usage: "at shutdown, how long the node takes to tell its streams to go, evenly (0s = all at once; less than the shutdown timeout)", set: grace(&c.DrainSpread)},
+		{flag: "drain-spread", usage: "at shutdown, how long the node takes to tell its streams to go, evenly (0s = all at once; less than the shutdown timeout; default: half of it, at most 5s)", set: drainSpread(&c.DrainSpread)},
 		{flag: "idle-timeout", def: "2m", usage: "how long an idle keep-alive HTTP connection stays open (at most 2m)", set: duration(&c.IdleTimeout, maxIdleTimeout)},
 		{flag: "trusted-proxies", usage: "comma list of proxy CIDRs whose X-Forwarded-For is believed; empty = none", set: cidrs(&c.TrustedProxies)},
 		{flag: "conn-rate-per-ip", def: "20", usage: "new stream connections per client IP per second (burst twice that)", set: positiveFloat(&c.ConnRatePerIP)},
@@ -244,6 +244,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, configErrorf("FOOTFALL_TLS_CERT and FOOTFALL_TLS_KEY go together: set both or neither")
 	}
+	if c.DrainSpread < 0 { // not set: half the shutdown timeout, at most 5 s
+		c.DrainSpread = min(c.ShutdownTimeout/2, defaultDrainSpread)
+	}
 	if c.DrainSpread >= c.ShutdownTimeout {
 		return c, configErrorf("FOOTFALL_DRAIN_SPREAD (%v) must be less than FOOTFALL_SHUTDOWN_TIMEOUT (%v): the streams must be told to go before the node stops", c.DrainSpread, c.ShutdownTimeout)
 	}
@@ -303,6 +306,22 @@ func duration(dst *time.Duration, limit time.Duration) func(string) error {
 		}
 		*dst = d
 		return nil
+	}
+}
+
+// defaultDrainSpread is the longest drain spread footfall picks itself.
+const defaultDrainSpread = 5 * time.Second
+
+// drainSpread stores a duration of zero or more; unset, it stays -1 and
+// parseConfig derives it from the shutdown timeout.
+func drainSpread(dst *time.Duration) func(string) error {
+	*dst = -1
+	set := grace(dst)
+	return func(v string) error {
+		if strings.TrimSpace(v) == "" {
+			return nil
+		}
+		return set(v)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -126,5 +127,26 @@ func TestGuestsAcrossNodes(t *testing.T) {
 	// for the old connection.
 	if m, err := read(watcher, 6*time.Second); err == nil {
 		t.Fatalf("watcher got %v during the reload; want nothing", m)
+	}
+}
+
+// TestDrainSpreadDefault: unset, the drain spread is half the shutdown
+// timeout, at most 5 s, so that a short shutdown timeout alone still
+// starts; set, it must stay under the timeout.
+func TestDrainSpreadDefault(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{map[string]string{}, 5 * time.Second},
+		{map[string]string{"FOOTFALL_SHUTDOWN_TIMEOUT": "4s"}, 2 * time.Second},
+		{map[string]string{"FOOTFALL_SHUTDOWN_TIMEOUT": "4s", "FOOTFALL_DRAIN_SPREAD": "0s"}, 0},
+		{map[string]string{"FOOTFALL_DRAIN_SPREAD": "7s"}, 7 * time.Second},
+	} {
+		tc.env["FOOTFALL_JWT_SECRET"] = testSecret
+		cfg, err := parseConfig(nil, env(tc.env), io.Discard)
+		if err != nil || cfg.DrainSpread != tc.want {
+			t.Errorf("parseConfig(%v).DrainSpread = %v, %v; want %v", tc.env, cfg.DrainSpread, err, tc.want)
+		}
 	}
 }

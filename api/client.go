@@ -13,7 +13,7 @@ import (
 
 const (
 	// countWindow coalesces count messages: at most one per window per
-	// client (CONTRACT section 5: at most 10 a second).
+	// client (docs/protocol.md, streams: at most 10 a second).
 	countWindow = 100 * time.Millisecond
 	// dashboardWindow coalesces dashboard_update the same way, at most
 	// four a second.
@@ -176,7 +176,7 @@ func (c *client) begin(snap streams.Snapshot) {
 
 // resume starts an SSE client that reconnected with a Last-Event-ID still
 // in history: it replays exactly the missed events, in order, without a
-// snapshot (CONTRACT section 7). snap (the node's state when the client
+// snapshot (docs/protocol.md, fine print). snap (the node's state when the client
 // joined) supplies the figures if no presence event was missed.
 func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
 	c.mu.Lock()
@@ -726,7 +726,7 @@ func (c *client) dashboardMessageLocked(now time.Time) outMsg {
 	return outMsg{typ: "dashboard_update", id: c.lastID, data: sm.data, shared: sm.frames}
 }
 
-// Server messages (CONTRACT section 5), with the seed's field names and
+// Server messages (docs/protocol.md, streams), with the seed's field names and
 // order.
 
 type visitorCount struct {

@@ -9,7 +9,7 @@ import (
 )
 
 // httpError is an error with everything a client sees: the HTTP status and
-// the JSON body of CONTRACT section 7. It is the one place where errors
+// the JSON body of docs/protocol.md, fine print. It is the one place where errors
 // become statuses; anything else that reaches the error handler is a 500
 // whose details stay in the log.
 type httpError struct {
@@ -35,7 +35,7 @@ func errBadElement(index int, field, msg string) *httpError {
 	return &httpError{Status: http.StatusBadRequest, Slug: "invalid_body", Field: field, Index: &index, Message: msg}
 }
 
-// authHTTPError maps an authentication outcome (CONTRACT section 3).
+// authHTTPError maps an authentication outcome (docs/protocol.md, outcomes).
 func authHTTPError(e *auth.Error) *httpError {
 	status := http.StatusUnauthorized
 	if e.Code == auth.CodeForbidden {

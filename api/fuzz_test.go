@@ -7,7 +7,7 @@ import (
 
 // FuzzDecodeInbound feeds arbitrary client frames to the inbound decoder:
 // it must never panic, and every frame is either a known message or one of
-// the error codes of CONTRACT section 5.
+// the error codes of docs/protocol.md, streams.
 func FuzzDecodeInbound(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"ping"}`, `{"type":"request_count"}`, `{"type":"auth","token":"a.b.c"}`,

@@ -26,7 +26,7 @@ type Limits struct {
 	// second (burst: twice as many); over it: HTTP 429.
 	RequestRatePerIP float64
 	// MessageRate and MessageBurst bound inbound WebSocket messages per
-	// connection (CONTRACT section 7: 10 a second, burst 20).
+	// connection (docs/protocol.md, fine print: 10 a second, burst 20).
 	MessageRate  float64
 	MessageBurst int
 	// MaxMessageBytes: larger client messages get message_too_large

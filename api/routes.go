@@ -33,7 +33,7 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", s.metrics.handler())
 
-	// Streams (CONTRACT section 5). Origins are checked before the upgrade.
+	// Streams (docs/protocol.md, streams). Origins are checked before the upgrade.
 	e.GET("/ws/communities/:id/visitors/", s.serveWS(streams.StreamVisitors), s.checkOrigin, s.limitConnections)
 	e.GET("/ws/communities/:id/visitor-dashboard/", s.serveWS(streams.StreamDashboard), s.checkOrigin, s.limitConnections)
 
@@ -42,7 +42,7 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/sse/communities/:id/visitors/", s.serveSSE(streams.StreamVisitors), s.cors, s.checkOrigin, s.limitConnections)
 	e.GET("/sse/communities/:id/visitor-dashboard/", s.serveSSE(streams.StreamDashboard), s.cors, s.checkOrigin, s.limitConnections)
 
-	// REST snapshots (CONTRACT section 5), with the streams' credentials.
+	// REST snapshots (docs/protocol.md, streams), with the streams' credentials.
 	e.GET("/api/v1/communities/:id/visitors/count", s.restCount, s.cors, s.limitRequests)
 	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard, s.cors, s.limitRequests)
 
@@ -53,7 +53,7 @@ func (s *Server) routes() *echo.Echo {
 		e.OPTIONS(p, s.preflight)
 	}
 
-	// Service API (CONTRACT section 6). Route by route rather than an echo
+	// Service API (docs/protocol.md, service API). Route by route rather than an echo
 	// Group: a group's middleware would answer 401 for unknown paths too.
 	svc := []echo.MiddlewareFunc{s.requireAPIKey, s.bodyLimit}
 	e.POST("/api/v1/communities/:id/visitor-events", s.visitorEvents, svc...)

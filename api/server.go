@@ -30,7 +30,7 @@ type Options struct {
 	Verifier *auth.Verifier
 	Log      *slog.Logger
 
-	// APIKey enables the service API (CONTRACT section 6); empty disables it.
+	// APIKey enables the service API (docs/protocol.md, service API); empty disables it.
 	APIKey string
 	// AllowedOrigins replaces the same-host default; "*" allows all.
 	AllowedOrigins []string
@@ -512,7 +512,7 @@ func (s *Server) readyz(c echo.Context) error {
 }
 
 // community validates and normalizes the :id path parameter (404 on a
-// malformed id, CONTRACT section 2).
+// malformed id, docs/protocol.md, credentials).
 func community(c echo.Context) (string, error) {
 	id, ok := streams.NormalizeCommunityID(c.Param("id"))
 	if !ok {
@@ -546,7 +546,7 @@ func newOriginPolicy(list []string) originPolicy {
 	return p
 }
 
-// check applies CONTRACT section 7: no Origin is allowed (not a browser),
+// check applies docs/protocol.md, fine print: no Origin is allowed (not a browser),
 // "null" is refused, otherwise the list (or the same host:port as Host).
 func (p originPolicy) check(r *http.Request) bool {
 	origin := r.Header.Get("Origin")

@@ -26,7 +26,7 @@ const (
 )
 
 // requireAPIKey guards the service API: 404 when no key is configured
-// (CONTRACT section 6), 401 on a wrong or missing key.
+// (docs/protocol.md, service API), 401 on a wrong or missing key.
 func (s *Server) requireAPIKey(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.opts.APIKey == "" {
@@ -270,7 +270,7 @@ func (s *Server) publishAnalytics(c echo.Context, community, metric string, valu
 }
 
 // broadcastMessageTypes lists, per stream, the server messages a platform
-// may broadcast (CONTRACT section 6).
+// may broadcast (docs/protocol.md, service API).
 var broadcastMessageTypes = map[streams.Stream]map[string]bool{
 	streams.StreamVisitors:  {"visitor_count": true, "visitor_joined": true, "visitor_left": true},
 	streams.StreamDashboard: {"dashboard_update": true, "analytics_update": true},
@@ -319,7 +319,7 @@ func (s *Server) broadcast(c echo.Context) error {
 }
 
 // validateServerMessage checks that raw is one of the server messages of
-// CONTRACT section 5 allowed on the stream, with every field the contract
+// docs/protocol.md, streams allowed on the stream, with every field the contract
 // gives it (fields beyond those are delivered as given).
 func validateServerMessage(raw []byte, allowed map[string]bool, community string) (field, msg string) {
 	m, ok := jsonObject(raw)

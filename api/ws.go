@@ -59,14 +59,14 @@ func (s *Server) upgrader() *websocket.Upgrader {
 		ReadBufferSize:  0,
 		WriteBufferPool: writeBufferPool,
 		// Origins are checked by checkOrigin before the upgrade, with an
-		// HTTP 403 (CONTRACT section 7).
+		// HTTP 403 (docs/protocol.md, fine print).
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 }
 
 // serveWS serves one of a community's WebSocket streams. The upgrade is
 // always accepted once the route, community id and Origin are fine;
-// authentication outcomes are close codes 4001-4004 (CONTRACT section 3).
+// authentication outcomes are close codes 4001-4004 (docs/protocol.md, outcomes).
 //
 // The handler returns as soon as the connection is authenticated and
 // attached ("hijack and return"): net/http's buffers, the request and its
@@ -757,7 +757,7 @@ type inboundError struct {
 	code, message string
 }
 
-// decodeInbound parses one client message (CONTRACT section 5) of at most
+// decodeInbound parses one client message (docs/protocol.md, streams) of at most
 // maxBytes.
 func decodeInbound(data []byte, maxBytes int) (inbound, *inboundError) {
 	if len(data) > maxBytes {
@@ -808,7 +808,7 @@ func (s *Server) handleInbound(c *client, m inbound) {
 	}
 }
 
-// refreshAuth applies {"type":"auth"} (CONTRACT section 7): a token for the
+// refreshAuth applies {"type":"auth"} (docs/protocol.md, fine print): a token for the
 // same sub that still grants the stream extends the connection's life.
 func (s *Server) refreshAuth(c *client, token string) {
 	ident, err := s.verifier.Verify(token)

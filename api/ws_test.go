@@ -15,7 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// TestAuthOutcomes covers every row of CONTRACT section 3 and every
+// TestAuthOutcomes covers every row of docs/protocol.md, outcomes and every
 // credential path of section 2, through a real listener and client.
 func TestAuthOutcomes(t *testing.T) {
 	g := newGateway(t, nil)

@@ -229,7 +229,7 @@ func TestOperations(t *testing.T) {
 	}
 }
 
-// Messages exactly as the README and the CONTRACT show them.
+// Messages exactly as the README and docs/protocol.md show them.
 var goodMessages = []struct {
 	stream, msg string
 }{

@@ -8,7 +8,7 @@ import (
 	"github.com/footfall/footfall/streams"
 )
 
-// reference is CONTRACT section 2's pattern as a regular expression, with
+// reference is docs/protocol.md, credentials's pattern as a regular expression, with
 // footfall's length cap: what NormalizeCommunityID must accept.
 var reference = regexp.MustCompile(`^[0-9a-fA-F-]+$`)
 

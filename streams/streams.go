@@ -26,7 +26,7 @@ const (
 )
 
 // Event types carried on the bus. The first four are also client message
-// types (CONTRACT section 5).
+// types (docs/protocol.md, streams).
 const (
 	TypeVisitorJoined   = "visitor_joined"
 	TypeVisitorLeft     = "visitor_left"
@@ -318,7 +318,7 @@ func Midnight(t time.Time, loc *time.Location) time.Time {
 const MaxCommunityIDLen = 64
 
 // NormalizeCommunityID returns the canonical (lower-case) form of id and
-// whether id is a valid community id (CONTRACT section 2: [0-9a-fA-F-]+).
+// whether id is a valid community id (docs/protocol.md, credentials: [0-9a-fA-F-]+).
 // It runs on every request, so it checks the bytes itself rather than
 // with a regular expression, and allocates only for an upper-case id.
 func NormalizeCommunityID(id string) (string, bool) {

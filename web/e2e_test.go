@@ -242,7 +242,7 @@ func (l esLine) count() int { f, _ := l.Data["count"].(float64); return int(f) }
 
 // TestEventSourceResume: a spec-following EventSource client that loses its
 // connection reconnects by itself with Last-Event-ID and gets exactly the
-// events it missed, without a snapshot first (CONTRACT section 7).
+// events it missed, without a snapshot first (docs/protocol.md, fine print).
 func TestEventSourceResume(t *testing.T) {
 	node := nodePath(t)
 	requireNodeModules(t)

@@ -1,5 +1,5 @@
 // Package auth decides who a footfall client is and what it may see
-// (CONTRACT sections 2, 3 and the credential fine print of section 7).
+// (docs/protocol.md: credentials, outcomes and fine print).
 //
 // It has three steps, each usable alone:
 //
@@ -12,7 +12,7 @@
 //     community; Verifier.Authorize does Resolve and Allows in one call.
 //
 // Every authentication outcome that a client may see is an *Error carrying
-// the close code of CONTRACT section 3. Anything else (a session store that
+// the close code of docs/protocol.md, outcomes. Anything else (a session store that
 // is down) is a plain error that the caller maps to 5xx or close code 1011.
 //
 // The package knows nothing about echo or gorilla: it works on net/http
@@ -28,11 +28,11 @@ import (
 	"github.com/footfall/footfall/streams"
 )
 
-// Code is an authentication outcome of CONTRACT section 3: the WebSocket
+// Code is an authentication outcome of docs/protocol.md, outcomes: the WebSocket
 // close code, also sent as "code" in the JSON body of an SSE or REST error.
 type Code int
 
-// The authentication outcomes of CONTRACT section 3.
+// The authentication outcomes of docs/protocol.md, outcomes.
 const (
 	// CodeMissing: the request presented no credential (HTTP 401).
 	CodeMissing Code = 4001
@@ -49,8 +49,8 @@ const (
 )
 
 // Slug returns the machine-readable error name of c, used as "error" in
-// HTTP error bodies and as "code" of WebSocket error messages (CONTRACT
-// section 7, refreshing): "authentication_required" (4001),
+// HTTP error bodies and as "code" of WebSocket error messages (docs/protocol.md,
+// fine print, refreshing): "authentication_required" (4001),
 // "invalid_token" (4002), "forbidden" (4003) and "expired" (4004). An
 // unknown code gives "error".
 func (c Code) Slug() string {
@@ -84,7 +84,7 @@ func fail(c Code, reason string) *Error { return &Error{Code: c, Reason: reason}
 // Role is what a user is in one community.
 type Role string
 
-// The roles of the communities claim (CONTRACT section 2). RoleAdmin is
+// The roles of the communities claim (docs/protocol.md, credentials). RoleAdmin is
 // also the value of the top-level "role" claim of a site admin.
 const (
 	RoleMember    Role = "member"

@@ -5,10 +5,10 @@ import (
 	"strings"
 )
 
-// SessionCookie is the name of the session cookie (CONTRACT section 2).
+// SessionCookie is the name of the session cookie (docs/protocol.md, credentials).
 const SessionCookie = "footfall_session"
 
-// Subprotocol names that carry a token (CONTRACT section 2).
+// Subprotocol names that carry a token (docs/protocol.md, credentials).
 const (
 	// SubprotocolBearer is offered as ["bearer", "<jwt>"].
 	SubprotocolBearer = "bearer"
@@ -46,7 +46,7 @@ func (s Source) String() string {
 	return "unknown"
 }
 
-// Credential is what a request presented (CONTRACT section 2). It holds
+// Credential is what a request presented (docs/protocol.md, credentials). It holds
 // secrets: never log it, log Source instead.
 type Credential struct {
 	// Source is where the deciding credential was found; SourceNone if

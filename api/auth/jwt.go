@@ -247,7 +247,7 @@ func algOf(key any) (string, error) {
 	return "", fmt.Errorf("unsupported key type %T (want RSA, EC P-256 or Ed25519)", key)
 }
 
-// tokenClaims are the claims footfall reads (CONTRACT section 2).
+// tokenClaims are the claims footfall reads (docs/protocol.md, credentials).
 type tokenClaims struct {
 	jwt.RegisteredClaims
 	// Communities is decoded by Verify so that a malformed claim gets its
@@ -306,7 +306,7 @@ var errUnknownKID = errors.New("unknown kid")
 //
 // A token that passes all of that but whose exp is not after now gives an
 // *Error with CodeExpired together with the identity, so that the caller
-// can tell "signed but expired" (CONTRACT section 7) from a forgery. A
+// can tell "signed but expired" (docs/protocol.md, fine print) from a forgery. A
 // token with a bad signature is CodeInvalid whatever its exp.
 //
 // There is no leeway: a token expires at exp exactly and becomes valid at

@@ -22,7 +22,7 @@ type SessionStore interface {
 var _ SessionStore = streams.Bus(nil)
 
 // Resolve turns c into an identity, applying the credential precedence of
-// CONTRACT section 7: the credential c.Source names decides, except that a
+// docs/protocol.md, fine print: the credential c.Source names decides, except that a
 // correctly signed but expired JWT falls back to a live session cookie.
 //
 //   - no credential: CodeMissing;

@@ -13,7 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// TestResolve covers the rows of CONTRACT section 3 and the credential
+// TestResolve covers the rows of docs/protocol.md, outcomes and the credential
 // precedence of section 7, from the request to the identity.
 func TestResolve(t *testing.T) {
 	valid := hs(t, claims())
@@ -155,7 +155,7 @@ func TestResolveNilStore(t *testing.T) {
 	}
 }
 
-// TestAuthorize covers row 3 of CONTRACT section 3 and its order with the
+// TestAuthorize covers row 3 of docs/protocol.md, outcomes and its order with the
 // other rows: authentication fails before authorization is asked.
 func TestAuthorize(t *testing.T) {
 	other := "00000000-0000-0000-0000-0000000000ff"

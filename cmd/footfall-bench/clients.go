@@ -34,7 +34,7 @@ func probeKey(stream string) []byte {
 }
 
 // probeMessage is the broadcast message of one probe to community sent at
-// ns: a valid server message of the stream (CONTRACT section 5, with the
+// ns: a valid server message of the stream (docs/protocol.md, streams, with the
 // fields the service API requires) plus the send time.
 func probeMessage(stream, community string, ns int64) []byte {
 	ts := time.Unix(0, ns).UTC().Format(time.RFC3339)

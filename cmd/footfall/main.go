@@ -217,7 +217,7 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 }
 
 // valkeyStartTimeout bounds the wait for Valkey at start: an unreachable
-// server is a configuration error reported within it (CONTRACT section 1).
+// server is a configuration error reported within it (README, configuration).
 const valkeyStartTimeout = 8 * time.Second
 
 // openBus returns the embedded bus, or the Valkey bus when

@@ -152,7 +152,7 @@ func (b *Bus) check(ctx context.Context) error {
 func (b *Bus) now() time.Time { return b.opts.Clock.Now() }
 
 // stamp is the time of an event published at now: whole seconds, UTC
-// (CONTRACT section 7, "Timestamps").
+// (docs/protocol.md, fine print, "Timestamps").
 func stamp(now time.Time) time.Time { return now.UTC().Truncate(time.Second) }
 
 // Ping returns nil unless the bus is closed: memory is always reachable.
@@ -276,7 +276,7 @@ func (b *Bus) settle(c *community, now time.Time) {
 }
 
 // rollDay starts the day that begins at mid with every visitor present at
-// mid (CONTRACT section 7: a visitor present at midnight counts for the new
+// mid (docs/protocol.md, fine print: a visitor present at midnight counts for the new
 // day too). The previous day is dropped.
 func (c *community) rollDay(mid time.Time) {
 	first := c.dayStart.IsZero()

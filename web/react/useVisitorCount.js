@@ -1,7 +1,8 @@
-// useVisitorCount: a React hook on footfall's browser client. An example to
-// copy into an app (plain JS, no build step of its own; React 16.8+).
+// useVisitorCount: a React hook on footfall's browser client, exported by
+// the npm package as @footfall/client/react (plain JS, no build step of its
+// own; React 16.8+).
 //
-//   import { useVisitorCount } from './useVisitorCount.js';
+//   import { useVisitorCount } from '@footfall/client/react';
 //
 //   function LiveBadge({ communityId }) {
 //     const { count, status, transport } = useVisitorCount(communityId, {

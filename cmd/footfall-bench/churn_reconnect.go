@@ -473,11 +473,23 @@ func reconnectOnce(ctx context.Context, tg *target, cfg reconnectConfig, tag uin
 	if connectErr != nil {
 		return rep, fmt.Errorf("visitors: %w", connectErr)
 	}
+	// The community is new: every watcher should come to hold visitors +
+	// watchers. On a starved machine the last coalesced counts can pause
+	// longer than waitAgreeMsgs's half second, so wait for that count
+	// first, and take whatever the watchers agree on only if it never
+	// comes.
+	want := cfg.Visitors + cfg.Watchers
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && !allHold(watchers, want) {
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return rep, err
+		}
+	}
 	base, err := waitAgreeMsgs(ctx, watchers, 30*time.Second)
 	if err != nil {
 		return rep, err
 	}
-	if want := cfg.Visitors + cfg.Watchers; base != want {
+	if base != want {
 		fmt.Fprintf(progress, "  watchers agree on %d, not %d visitors + watchers (other visitors in the community?)\n", base, want)
 	}
 	rep.BaseCount = base
@@ -623,6 +635,15 @@ func finishPhase(ctx context.Context, phase string, ws []*msgWatcher, log *joinL
 		p.MsgsPerReconnect = round(float64(total)/float64(len(ws))/float64(p.Reconnects), 4)
 	}
 	return p
+}
+
+func allHold(ws []*msgWatcher, count int) bool {
+	for _, w := range ws {
+		if w.last.Load() != int64(count) {
+			return false
+		}
+	}
+	return true
 }
 
 // waitAgreeMsgs waits until every watcher holds the same count for half a

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -82,5 +83,31 @@ func TestDrainOverSpreadsCloses(t *testing.T) {
 	}
 	if last-first < spread/2 {
 		t.Fatalf("closes spread over %v (from %v to %v); want about %v", last-first, first, last, spread)
+	}
+}
+
+// TestReadyGauge: footfall_ready follows /readyz: 1, then 0 once draining.
+func TestReadyGauge(t *testing.T) {
+	g := newGateway(t, nil)
+	metric := func() string {
+		resp, err := http.Get(g.ts.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "footfall_ready ") {
+				return line
+			}
+		}
+		return ""
+	}
+	if got := metric(); got != "footfall_ready 1" {
+		t.Fatalf("before the drain: %q; want footfall_ready 1", got)
+	}
+	g.srv.Drain()
+	if got := metric(); got != "footfall_ready 0" {
+		t.Fatalf("draining: %q; want footfall_ready 0", got)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -90,6 +91,15 @@ func newMetrics(s *Server) *metrics {
 			Name: "footfall_present_visitors",
 			Help: "Present visitors summed over the communities this node holds (has clients or pollers for).",
 		}, func() float64 { return float64(s.hub.PresentTotal()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "footfall_ready",
+			Help: "1 while the node would answer /readyz 200 (not shutting down, the bus reachable and its state re-registered after an outage), else 0. Read at each scrape (one bus ping).",
+		}, func() float64 {
+			if s.ready(context.Background()) != nil {
+				return 0
+			}
+			return 1
+		}),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

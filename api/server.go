@@ -499,16 +499,26 @@ func (s *Server) healthz(c echo.Context) error {
 }
 
 func (s *Server) readyz(c echo.Context) error {
+	if err := s.ready(c.Request().Context()); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// ready says why the node is not ready (/readyz 503, footfall_ready 0):
+// it is shutting down, or its bus is unreachable (or re-registering its
+// state after an outage); nil when it is ready.
+func (s *Server) ready(ctx context.Context) error {
 	if s.draining.Load() {
 		return &httpError{Status: http.StatusServiceUnavailable, Slug: "shutting_down", Message: "the node is shutting down"}
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := s.bus.Ping(ctx); err != nil {
 		s.log.Warn("readiness: bus unreachable", "err", err)
 		return &httpError{Status: http.StatusServiceUnavailable, Slug: "bus_unavailable", Message: "the bus is unreachable"}
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	return nil
 }
 
 // community validates and normalizes the :id path parameter (404 on a

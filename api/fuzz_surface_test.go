@@ -279,8 +279,9 @@ const wsFuzzIdle = 20 * time.Second
 
 // FuzzWebSocketMessages sends arbitrary frames (text or binary) on open
 // visitors and dashboard WebSockets of a real node. Each frame gets its
-// answer: an error with the code the decoder gives (one of the contract's),
-// a pong, the count or dashboard, or for an auth message auth_ok or an
+// answer: an error with the code the decoder gives (one of those
+// docs/protocol.md lists), a pong, the count or dashboard, or for an auth
+// message auth_ok or an
 // error with code invalid_token, forbidden or expired as the token
 // deserves; every message follows the OpenAPI schemas, and the connection
 // stays open and answers a ping afterwards. A frame over the frame limit
@@ -416,7 +417,7 @@ func FuzzWebSocketMessages(f *testing.F) {
 		switch wantCode {
 		case "", "invalid_json", "invalid_message", "unknown_type", "message_too_large", "invalid_token", "forbidden", "expired":
 		default:
-			t.Fatalf("the decoder answers %q with code %q, which is not in the contract", frame, wantCode)
+			t.Fatalf("the decoder answers %q with code %q, which docs/protocol.md does not list", frame, wantCode)
 		}
 		okCodes = append(okCodes, wantCode)
 
@@ -638,8 +639,8 @@ var cookieRoutes = []struct {
 // never a 5xx; JSON answers (or an event stream); a footfall_vid is only
 // ever set on a 200 of a route that admits guests, at most 64 characters,
 // never a value taken from the request, never when the request carries a
-// valid one, and with the contract's attributes; and the value set is
-// accepted as that guest's from then on.
+// valid one, and with the attributes docs/protocol.md gives it; and the
+// value set is accepted as that guest's from then on.
 func FuzzCookies(f *testing.F) {
 	g := newGateway(f, func(o *api.Options) { o.Limits = fuzzLimits; o.PublicCommunities = []string{"*"} })
 	hc := fuzzHTTPClient(f)

@@ -22,7 +22,7 @@ func FuzzDecodeInbound(f *testing.F) {
 			switch err.code {
 			case "invalid_json", "invalid_message", "unknown_type", "message_too_large":
 			default:
-				t.Fatalf("decodeInbound(%q) error code %q is not in the contract", data, err.code)
+				t.Fatalf("decodeInbound(%q) error code %q is not one docs/protocol.md lists", data, err.code)
 			}
 			if err.message == "" {
 				t.Fatalf("decodeInbound(%q) error has no message", data)

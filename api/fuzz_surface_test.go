@@ -281,9 +281,8 @@ const wsFuzzIdle = 20 * time.Second
 // visitors and dashboard WebSockets of a real node. Each frame gets its
 // answer: an error with the code the decoder gives (one of those
 // docs/protocol.md lists), a pong, the count or dashboard, or for an auth
-// message auth_ok or an
-// error with code invalid_token, forbidden or expired as the token
-// deserves; every message follows the OpenAPI schemas, and the connection
+// message auth_ok or an error with code invalid_token, forbidden or
+// expired as the token deserves; every message follows the OpenAPI schemas, and the connection
 // stays open and answers a ping afterwards. A frame over the frame limit
 // closes with 1009, and the next input dials again.
 func FuzzWebSocketMessages(f *testing.F) {

@@ -131,6 +131,7 @@ type client struct {
 	lastID string // ID of the event numbered seq, for SSE ids
 	count  int
 	today  streams.Today
+	peak   streams.Peak
 	at     time.Time // time of the latest change
 
 	// Visitors stream: the count last sent and the changes pending since.
@@ -158,7 +159,7 @@ func (c *client) identity() *auth.Identity {
 func (c *client) begin(snap streams.Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.seq, c.lastID, c.count, c.today, c.at = snap.Seq, snap.LastID, snap.Count, snap.Today, snap.Changed
+	c.seq, c.lastID, c.count, c.today, c.peak, c.at = snap.Seq, snap.LastID, snap.Count, snap.Today, snap.Peak, snap.Changed
 	now := c.srv.now()
 	first := outMsg{id: c.lastID}
 	if c.stream == streams.StreamDashboard {
@@ -181,7 +182,7 @@ func (c *client) begin(snap streams.Snapshot) {
 func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.count, c.today, c.at = snap.Count, snap.Today, snap.Changed
+	c.count, c.today, c.peak, c.at = snap.Count, snap.Today, snap.Peak, snap.Changed
 	for i := range missed {
 		e := &missed[i]
 		if !e.IsPresence() {
@@ -190,7 +191,7 @@ func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
 		}
 		c.seq, c.lastID = e.Seq, e.ID
 		{
-			c.count, c.today, c.at = e.Count, e.Today, e.Time
+			c.count, c.today, c.peak, c.at = e.Count, e.Today, e.Peak, e.Time
 			if c.stream == streams.StreamDashboard {
 				c.enqueueLocked(outMsg{typ: "dashboard_update", id: e.ID, data: c.dashboardLocked(e.Time)})
 			} else {
@@ -240,7 +241,7 @@ func (c *client) Deliver(e *streams.Event) {
 func (c *client) deliverLocked(e *streams.Event) {
 	if e.Type == streams.TypeRefresh {
 		if e.Seq >= c.seq {
-			c.seq, c.lastID, c.count, c.today = e.Seq, e.ID, e.Count, e.Today
+			c.seq, c.lastID, c.count, c.today, c.peak = e.Seq, e.ID, e.Count, e.Today, e.Peak
 		}
 		if c.stream == streams.StreamDashboard {
 			c.dashPending = true
@@ -256,7 +257,7 @@ func (c *client) deliverLocked(e *streams.Event) {
 	c.seq, c.lastID = e.Seq, e.ID
 	switch {
 	case e.IsPresence():
-		c.count, c.today, c.at = e.Count, e.Today, e.Time
+		c.count, c.today, c.peak, c.at = e.Count, e.Today, e.Peak, e.Time
 		if c.stream == streams.StreamVisitors {
 			c.pendingChanges++
 			c.pendingType = e.Type
@@ -341,7 +342,7 @@ func (c *client) requestCount(now time.Time) {
 }
 
 func (c *client) dashboardLocked(now time.Time) []byte {
-	return encodeDashboard(c.community, c.count, c.today, now)
+	return encodeDashboard(c.community, c.count, c.today, c.peak, now)
 }
 
 // scheduleLocked makes sure that what is ready gets written and that the
@@ -709,13 +710,14 @@ func (c *client) countMessageLocked(now time.Time) outMsg {
 type dashKey struct {
 	count int
 	today streams.Today
+	peak  streams.Peak
 	ts    int64
 }
 
 func (c *client) dashboardMessageLocked(now time.Time) outMsg {
-	k := dashKey{count: c.count, today: c.today, ts: now.Unix()}
+	k := dashKey{count: c.count, today: c.today, peak: c.peak, ts: now.Unix()}
 	build := func() any {
-		return &sharedMsg{data: encodeDashboard(c.community, k.count, k.today, time.Unix(k.ts, 0)), frames: new(streams.FrameCache)}
+		return &sharedMsg{data: encodeDashboard(c.community, k.count, k.today, k.peak, time.Unix(k.ts, 0)), frames: new(streams.FrameCache)}
 	}
 	var sm *sharedMsg
 	if c.memo != nil {
@@ -747,8 +749,17 @@ type dashboardUpdate struct {
 		} `json:"today_visitors"`
 		RealtimeCount int    `json:"realtime_count"`
 		CommunityID   string `json:"community_id"`
+		// PeakToday is today's highest count and when it was first
+		// reached; always sent by footfall (a platform's broadcast may
+		// leave it out).
+		PeakToday *peakToday `json:"peak_today,omitempty"`
 	} `json:"data"`
 	Timestamp string `json:"timestamp"`
+}
+
+type peakToday struct {
+	Count int    `json:"count"`
+	At    string `json:"at"`
 }
 
 type analyticsUpdate struct {
@@ -769,8 +780,13 @@ func encodeCount(m visitorCount) []byte {
 	return b
 }
 
-func encodeDashboard(community string, count int, today streams.Today, at time.Time) []byte {
+func encodeDashboard(community string, count int, today streams.Today, peak streams.Peak, at time.Time) []byte {
 	var m dashboardUpdate
+	p := peakToday{Count: peak.Count, At: rfc3339(at)}
+	if peak.At != 0 {
+		p.At = rfc3339(peak.Time())
+	}
+	m.Data.PeakToday = &p
 	m.Type = "dashboard_update"
 	m.Data.TodayVisitors.Authenticated = today.Authenticated
 	m.Data.TodayVisitors.Anonymous = today.Anonymous

@@ -25,7 +25,7 @@ func BenchmarkEncodeDashboard(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for i := range b.N {
-		_ = encodeDashboard("123e4567-e89b-12d3-a456-426614174000", i, streams.Today{Authenticated: i, Anonymous: 3}, now)
+		_ = encodeDashboard("123e4567-e89b-12d3-a456-426614174000", i, streams.Today{Authenticated: i, Anonymous: 3}, streams.Peak{Count: i, At: now.Unix()}, now)
 	}
 }
 

@@ -410,3 +410,30 @@ func TestGuestCookieSecure(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardPeakToday: dashboard_update carries today's peak (count and
+// when first reached), on the stream and the REST snapshot.
+func TestDashboardPeakToday(t *testing.T) {
+	g := newGateway(t, nil)
+	dash := g.dial(dashboardPath(community2), moderator(t, "mod"))
+	if m := dash.readType("dashboard_update"); m.data()["peak_today"] == nil {
+		t.Errorf("first dashboard_update of an empty community = %v; want peak_today (0 at midnight)", m)
+	} else if p, _ := m.data()["peak_today"].(map[string]any); p["count"] != 0.0 || !strings.HasSuffix(p["at"].(string), "T00:00:00Z") {
+		t.Errorf("peak_today of an empty community = %v; want 0 at midnight", p)
+	}
+	a := g.dial(visitorsPath(community2), member(t, "a"))
+	a.readType("visitor_count")
+	b := g.dial(visitorsPath(community2), member(t, "b"))
+	b.readType("visitor_count")
+	b.conn.Close()
+	m := dash.readUntil("dashboard_update", func(m message) bool { return m.data().num("realtime_count") == 1 })
+	peak, _ := m.data()["peak_today"].(map[string]any)
+	if peak["count"] != 2.0 || peak["at"] == nil || peak["at"] == "" {
+		t.Fatalf("peak_today after two joins and a leave = %v; want count 2 with its time", peak)
+	}
+	code, _, r := g.get("/api/v1/communities/"+community2+"/visitor-dashboard", http.Header{"Authorization": {"Bearer " + moderator(t, "mod")}})
+	rp, _ := r.data()["peak_today"].(map[string]any)
+	if code != 200 || rp["count"] != 2.0 || rp["at"] != peak["at"] {
+		t.Fatalf("REST dashboard = %d %v; want the same peak_today %v", code, r, peak)
+	}
+}

@@ -57,7 +57,7 @@ func (s *Server) restDashboard(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return snapshotResponse(c, encodeDashboard(community, state.Count, state.Today, state.Changed))
+	return snapshotResponse(c, encodeDashboard(community, state.Count, state.Today, state.Peak, state.Changed))
 }
 
 // snapshotResponse answers body with a strong ETag (its hash: the

@@ -162,6 +162,7 @@ func (h *Hub) Observe(community string, r PresenceResult, at time.Time) {
 		}
 		t.state.Count = r.Count
 		t.state.Today = r.Today
+		t.state.Peak = r.Peak
 	}
 	t.mu.Unlock()
 }
@@ -242,7 +243,7 @@ func (h *Hub) refresh(ctx context.Context, t *topic) error {
 		t.mu.Unlock()
 		return nil
 	}
-	ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Time: time.Now()}
+	ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Peak: t.state.Peak, Time: time.Now()}
 	t.mu.Unlock()
 	t.dispatch(ev)
 	return nil
@@ -355,6 +356,7 @@ func (t *topic) onEvent(e *Event) {
 		if e.IsPresence() {
 			t.state.Count = e.Count
 			t.state.Today = e.Today
+			t.state.Peak = e.Peak
 			t.state.Changed = e.Time
 		}
 	}
@@ -384,7 +386,7 @@ func (t *topic) settled() {
 		return
 	}
 	t.settle = nil
-	ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Time: time.Now()}
+	ev := &Event{Type: TypeRefresh, Community: t.community, Seq: t.state.Seq, Count: t.state.Count, Today: t.state.Today, Peak: t.state.Peak, Time: time.Now()}
 	t.mu.Unlock()
 	t.dispatch(ev)
 }

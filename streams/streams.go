@@ -45,6 +45,22 @@ type Today struct {
 // Total is the number of distinct visitors today.
 func (t Today) Total() int { return t.Authenticated + t.Anonymous }
 
+// Peak is the highest count of present visitors since local midnight and
+// when it was first reached (unix seconds). A new day starts with the count
+// present at midnight, reached at midnight.
+type Peak struct {
+	Count int   `json:"count"`
+	At    int64 `json:"at"`
+}
+
+// Time is when the peak was first reached (zero if never).
+func (p Peak) Time() time.Time {
+	if p.At == 0 {
+		return time.Time{}
+	}
+	return time.Unix(p.At, 0).UTC()
+}
+
 // Event is one thing that happened in a community, as every node sees it.
 //
 // Seq orders the events of one community; ID is the opaque, node-independent
@@ -61,6 +77,7 @@ type Event struct {
 	// after the change.
 	Count int   `json:"count,omitempty"`
 	Today Today `json:"today,omitzero"`
+	Peak  Peak  `json:"peak,omitzero"`
 
 	// analytics_update: the metric and its value.
 	Metric string          `json:"metric,omitempty"`
@@ -109,6 +126,8 @@ type Snapshot struct {
 	Community string
 	Count     int
 	Today     Today
+	// Peak is today's peak count and when it was first reached.
+	Peak Peak
 	// Seq is the sequence number of the last event published in the
 	// community (0 if none): events with Seq <= this are already reflected.
 	Seq uint64
@@ -163,6 +182,7 @@ type PresenceResult struct {
 	// ID is the ID of the event numbered Seq ("" if none or unknown).
 	ID    string
 	Today Today
+	Peak  Peak
 }
 
 // Session is a server-side credential created by the platform.

@@ -33,11 +33,19 @@ export interface TodayVisitors {
   total_unique_visitors: number;
 }
 
+/** Today's highest count and when it was first reached (RFC 3339). */
+export interface PeakToday {
+  count: number;
+  at: string;
+}
+
 /** The `data` of a dashboard_update, as the client keeps it. */
 export interface DashboardFigures {
   today_visitors: TodayVisitors;
   realtime_count: number;
   community_id: string;
+  /** Today's peak; footfall always sends it, a platform's broadcast may not. */
+  peak_today?: PeakToday;
   /** The message's timestamp. */
   timestamp?: string;
 }
@@ -78,6 +86,7 @@ export interface DashboardUpdateMessage {
     today_visitors: TodayVisitors;
     realtime_count: number;
     community_id: string;
+    peak_today?: PeakToday;
   };
   timestamp: string;
 }

@@ -56,10 +56,16 @@
  * @property {number} total_unique_visitors
  */
 /**
+ * @typedef {object} PeakToday
+ * @property {number} count
+ * @property {string} at
+ */
+/**
  * @typedef {object} DashboardFigures
  * @property {TodayVisitors} today_visitors
  * @property {number} realtime_count
  * @property {string} community_id
+ * @property {PeakToday} [peak_today]
  * @property {string} [timestamp]
  */
 /**

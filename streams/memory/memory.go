@@ -202,6 +202,7 @@ type community struct {
 	dayStart     time.Time           // midnight starting the day of today
 	today        map[string]struct{} // keys of today's distinct visitors
 	todayFig     streams.Today
+	peak         streams.Peak // today's peak count, first reached at
 	changed      time.Time
 }
 
@@ -289,6 +290,8 @@ func (c *community) rollDay(mid time.Time) {
 		}
 	}
 	c.dayStart = mid
+	// The new day's peak so far: the visitors present at midnight.
+	c.peak = streams.Peak{Count: c.todayFig.Total(), At: mid.Unix()}
 	if !first && c.todayFig != before {
 		c.changed = stamp(mid)
 	}
@@ -382,10 +385,14 @@ func (b *Bus) publishLocked(c *community, e streams.Event, now time.Time) stream
 // publishPresence publishes a presence event carrying c's figures right
 // after the change, and records the change time. Callers hold c.mu.
 func (b *Bus) publishPresence(c *community, typ string, now time.Time) streams.Event {
+	if n := len(c.visitors); n > c.peak.Count {
+		c.peak = streams.Peak{Count: n, At: stamp(now).Unix()}
+	}
 	e := b.publishLocked(c, streams.Event{
 		Type:  typ,
 		Count: len(c.visitors),
 		Today: c.todayFig,
+		Peak:  c.peak,
 	}, now)
 	c.changed = e.Time
 	return e
@@ -400,7 +407,7 @@ func (b *Bus) lastID(c *community) string {
 }
 
 func (b *Bus) result(c *community, changed bool) streams.PresenceResult {
-	return streams.PresenceResult{Count: len(c.visitors), Changed: changed, Seq: c.seq, ID: b.lastID(c), Today: c.todayFig}
+	return streams.PresenceResult{Count: len(c.visitors), Changed: changed, Seq: c.seq, ID: b.lastID(c), Today: c.todayFig, Peak: c.peak}
 }
 
 // Publish stores e in its community's history and delivers it to the
@@ -548,6 +555,7 @@ func (b *Bus) Snapshot(ctx context.Context, community string) (streams.Snapshot,
 		Community: c.id,
 		Count:     len(c.visitors),
 		Today:     c.todayFig,
+		Peak:      c.peak,
 		Seq:       c.seq,
 		LastID:    b.lastID(c),
 		Changed:   c.changed,

@@ -751,3 +751,40 @@ func TestSessions(t *testing.T) {
 	create("expiring", start.Add(48*time.Hour))
 	check("expiring", nil)
 }
+
+// TestPeakTodayRollsOver: at local midnight the day's peak starts again
+// from the visitors present then, reached at midnight.
+func TestPeakTodayRollsOver(t *testing.T) {
+	loc := paris(t)
+	start := time.Date(2026, 1, 15, 22, 0, 0, 0, loc)
+	b, clock := newFakeBus(t, loc, start, time.Hour)
+	ctx := t.Context()
+	for _, v := range []string{"a", "b", "c"} {
+		if _, err := b.Touch(ctx, streams.Source{Community: community, Visitor: user(v), ID: "ws"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(30 * time.Minute)
+	for _, v := range []string{"a", "b"} {
+		if _, err := b.Leave(ctx, community, user(v), "ws"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, _ := b.Snapshot(ctx, community)
+	if want := (streams.Peak{Count: 3, At: start.Unix()}); snap.Peak != want {
+		t.Fatalf("peak before midnight = %+v; want %+v", snap.Peak, want)
+	}
+	clock.Set(time.Date(2026, 1, 16, 0, 10, 0, 0, loc))
+	snap, _ = b.Snapshot(ctx, community)
+	midnight := time.Date(2026, 1, 16, 0, 0, 0, 0, loc)
+	if want := (streams.Peak{Count: 1, At: midnight.Unix()}); snap.Peak != want {
+		t.Fatalf("peak after midnight = %+v; want %+v (the one visitor present at midnight)", snap.Peak, want)
+	}
+	if _, err := b.Touch(ctx, streams.Source{Community: community, Visitor: user("d"), ID: "ws"}); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ = b.Snapshot(ctx, community)
+	if snap.Peak.Count != 2 || snap.Peak.At != clock.Now().Unix() {
+		t.Fatalf("peak after a new visitor = %+v; want 2 now", snap.Peak)
+	}
+}

@@ -102,6 +102,9 @@ func Run(t *testing.T, newBus func(t testing.TB, opts Options) streams.Bus) {
 			{"ManyReloads", s.testGraceManyReloads},
 			{"OtherTabOpen", s.testGraceOtherTab},
 		}},
+		{"PeakToday", []subtest{
+			{"RisesNeverFalls", s.testPeakToday},
+		}},
 		{"AnonymousIdentities", []subtest{
 			{"TokenIsServiceAnonymous", s.testAnonymousSources},
 		}},
@@ -992,6 +995,42 @@ func (s *suite) testGraceOtherTab(t *testing.T) {
 	time.Sleep(3 * shortTTL)
 	checkEvents(t, "events while tab-2 is open", r.flush(t), wantEvent{streams.TypeVisitorJoined, 1, one})
 	checkResult(t, "Leave(tab-2)", leave(t, bus, c, v, "tab-2"), want{0, true, one})
+}
+
+// testPeakToday: today's peak is the highest count so far and when it was
+// first reached; leaves do not lower it, and reaching it again does not
+// move its time. Results, snapshots and presence events all carry it.
+func (s *suite) testPeakToday(t *testing.T) {
+	bus := s.bus(t)
+	c := newCommunity()
+	r := subscribe(t, bus, c)
+	start := time.Now().Unix()
+	a, b, d := user(newID("a-")), user(newID("b-")), anon(newID("d-"))
+	touch(t, bus, streams.Source{Community: c, Visitor: a, ID: "ws"})
+	res := touch(t, bus, streams.Source{Community: c, Visitor: b, ID: "ws"})
+	if res.Peak.Count != 2 || res.Peak.At < start || res.Peak.At > time.Now().Unix() {
+		t.Fatalf("Touch(b).Peak = %+v; want count 2 reached now", res.Peak)
+	}
+	first := res.Peak
+	time.Sleep(1100 * time.Millisecond) // the next peak's second differs
+	leave(t, bus, c, a, "ws")
+	res = touch(t, bus, streams.Source{Community: c, Visitor: a, ID: "ws"}) // back to 2
+	if res.Peak != first {
+		t.Errorf("peak after a leave and a return to 2 = %+v; want %+v (not lowered, time not moved)", res.Peak, first)
+	}
+	res = touch(t, bus, streams.Source{Community: c, Visitor: d, ID: "ws"})
+	if res.Peak.Count != 3 || res.Peak.At <= first.At {
+		t.Errorf("peak after a third visitor = %+v; want count 3, reached after %d", res.Peak, first.At)
+	}
+	third := res.Peak
+	leave(t, bus, c, d, "ws")
+	if snap := snapshot(t, bus, c); snap.Peak != third || snap.Count != 2 {
+		t.Errorf("Snapshot = {Count:%d Peak:%+v}; want count 2, peak %+v", snap.Count, snap.Peak, third)
+	}
+	evs := r.flush(t)
+	if len(evs) == 0 || evs[len(evs)-1].Peak != third {
+		t.Errorf("the last presence event's Peak = %+v; want %+v", evs[len(evs)-1].Peak, third)
+	}
 }
 
 // testAnonymousSources: the anonymous visitor x is one visitor whichever

@@ -31,6 +31,7 @@ type reply struct {
 	extra     int64
 	changedAt int64 // unix seconds of the last presence change, 0 if none
 	epoch     string
+	peak      streams.Peak
 }
 
 // lastID is the ID of the event numbered r.seq ("" if none).
@@ -46,7 +47,7 @@ func parseReply(res valkey.ValkeyResult) (reply, error) {
 	if err != nil {
 		return reply{}, err
 	}
-	if len(vals) != 8 {
+	if len(vals) != 10 {
 		return reply{}, fmt.Errorf("unexpected reply of %d elements", len(vals))
 	}
 	var n [7]int64
@@ -59,6 +60,12 @@ func parseReply(res valkey.ValkeyResult) (reply, error) {
 	if err != nil {
 		return reply{}, err
 	}
+	var peak [2]int64
+	for i := range peak {
+		if peak[i], err = vals[8+i].AsInt64(); err != nil {
+			return reply{}, err
+		}
+	}
 	return reply{
 		changed:   n[0] != 0,
 		count:     int(n[1]),
@@ -67,11 +74,12 @@ func parseReply(res valkey.ValkeyResult) (reply, error) {
 		extra:     n[5],
 		changedAt: n[6],
 		epoch:     epoch,
+		peak:      streams.Peak{Count: int(peak[0]), At: peak[1]},
 	}, nil
 }
 
 func (r reply) result() streams.PresenceResult {
-	return streams.PresenceResult{Count: r.count, Changed: r.changed, Seq: r.seq, ID: r.lastID(), Today: r.today}
+	return streams.PresenceResult{Count: r.count, Changed: r.changed, Seq: r.seq, ID: r.lastID(), Today: r.today, Peak: r.peak}
 }
 
 // heldCommunity is what the node holds in one community: the sources of
@@ -291,7 +299,7 @@ func (b *Bus) Snapshot(ctx context.Context, community string) (streams.Snapshot,
 	if err != nil {
 		return streams.Snapshot{}, fmt.Errorf("valkey: snapshot: %w", err)
 	}
-	snap := streams.Snapshot{Community: community, Count: r.count, Today: r.today, Seq: r.seq, LastID: r.lastID()}
+	snap := streams.Snapshot{Community: community, Count: r.count, Today: r.today, Peak: r.peak, Seq: r.seq, LastID: r.lastID()}
 	if r.changedAt > 0 {
 		snap.Changed = time.Unix(r.changedAt, 0).UTC()
 	}

@@ -251,11 +251,15 @@ function setDashboard(d) {
   $('d-auth').textContent = today.authenticated_visitors ?? '–';
   $('d-anon').textContent = today.anonymous_visitors ?? '–';
   $('d-total').textContent = today.total_unique_visitors ?? '–';
+  const peak = d.peak_today;
+  $('d-peak').textContent = peak ? peak.count : '–';
+  $('d-peak-at').textContent = peak ? `at ${new Date(peak.at).toLocaleTimeString()}` : '';
   sample(d.realtime_count);
 }
 
 function resetDashboard(locked) {
-  for (const id of ['d-realtime', 'd-auth', 'd-anon', 'd-total']) $(id).textContent = '–';
+  for (const id of ['d-realtime', 'd-auth', 'd-anon', 'd-total', 'd-peak']) $(id).textContent = '–';
+  $('d-peak-at').textContent = '';
   $('dash-note').hidden = !locked;
   $('dash-note').textContent = state.guest
     ? 'Dashboards never admit guests: connect as a moderator or admin to see today\'s visitors and the analytics metrics.'

@@ -130,9 +130,19 @@ local function append(body)
 end
 
 local function publish_presence(typ, resync)
-  local json = '{"type":"' .. typ .. '","count":' .. redis.call('HLEN', VIS) ..
+  local n = redis.call('HLEN', VIS)
+  -- Today's peak: the highest count since midnight, and when it was first
+  -- reached (roll() starts a day with the count present at midnight).
+  local pk = redis.call('HMGET', META, 'pk', 'pt')
+  local peak, pat = tonumber(pk[1] or '0'), pk[2] or string.format('%d', math.floor(MID / 1000))
+  if n > peak then
+    peak, pat = n, TSEC
+    redis.call('HSET', META, 'pk', peak, 'pt', pat)
+  end
+  local json = '{"type":"' .. typ .. '","count":' .. n ..
     ',"today":{"authenticated_visitors":' .. today_count('u') ..
-    ',"anonymous_visitors":' .. today_count('a') .. '}'
+    ',"anonymous_visitors":' .. today_count('a') .. '}' ..
+    ',"peak":{"count":' .. peak .. ',"at":' .. pat .. '}'
   if resync then
     json = json .. ',"resync":true}'
   else
@@ -180,6 +190,8 @@ local function roll()
       end
     end
   end
+  -- The new day's peak so far: the visitors present at midnight.
+  redis.call('HSET', META, 'pk', today_count('u') + today_count('a'), 'pt', string.format('%d', math.floor(MID / 1000)))
   if d ~= 0 and (today_count('u') ~= bu or today_count('a') ~= ba) then
     redis.call('HSET', META, 'c', string.format('%d', math.floor(MID / 1000)))
   end
@@ -244,7 +256,7 @@ end
 -- today's authenticated and anonymous figures, extra, changed time (unix
 -- s), epoch.
 local function result(changed, extra)
-  local v = redis.call('HMGET', META, 's', 'c', 'e')
+  local v = redis.call('HMGET', META, 's', 'c', 'e', 'pk', 'pt')
   return {changed, redis.call('HLEN', VIS), v[1] or '0', today_count('u'), today_count('a'), extra,
-    v[2] or '0', v[3] or ''}
+    v[2] or '0', v[3] or '', v[4] or '0', v[5] or string.format('%d', math.floor(MID / 1000))}
 end

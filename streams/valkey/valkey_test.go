@@ -695,10 +695,16 @@ func TestDayRollover(t *testing.T) {
 	if s := mustSnapshot(t, b, c); s.Count != 2 || s.Today != today(2, 1) {
 		t.Errorf("Snapshot() before midnight = {Count:%d Today:%+v}; want {2 {2 1}}", s.Count, s.Today)
 	}
+	if s := mustSnapshot(t, b, c); s.Peak != (streams.Peak{Count: 2, At: start.Unix()}) {
+		t.Errorf("Snapshot().Peak before midnight = %+v; want 2 at the start (alice and carol)", s.Peak)
+	}
 	clock.Set(midnight.Add(5 * time.Minute))
 	s := mustSnapshot(t, b, c)
 	if s.Count != 1 || s.Today != today(1, 1) {
 		t.Errorf("Snapshot() after midnight = {Count:%d Today:%+v}; want {1 {1 1}} (alice held, bob's poll alive at midnight)", s.Count, s.Today)
+	}
+	if want := (streams.Peak{Count: 2, At: midnight.Unix()}); s.Peak != want {
+		t.Errorf("Snapshot().Peak after midnight = %+v; want %+v (alice and bob present at midnight)", s.Peak, want)
 	}
 	if want := midnight.Add(5 * time.Minute).UTC(); !s.Changed.Equal(want) {
 		t.Errorf("Snapshot().Changed = %v; want %v (bob's poll ended)", s.Changed, want)

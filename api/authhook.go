@@ -212,8 +212,9 @@ func (h *authHook) call(ctx context.Context, req hookRequest) (v hookVerdict, er
 		return v, fmt.Errorf("auth hook: answered %d", resp.StatusCode)
 	}
 	var a hookAnswer
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&a); err != nil {
+	// The whole body must be one JSON object: a decoder would stop after
+	// the first value and take `{"sub":"42",...} trailing` as an allow.
+	if err := json.Unmarshal(data, &a); err != nil {
 		return v, fmt.Errorf("auth hook: the answer is not JSON: %w", err)
 	}
 	role := auth.Role(a.Role)

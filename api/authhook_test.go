@@ -276,3 +276,14 @@ func TestAuthHookRecheck(t *testing.T) {
 	b.quiet()
 	h.set("bob", allow("bob", "member", false, 60))
 }
+
+// TestAuthHookTrailingGarbage: an answer that is one JSON object followed by
+// anything else is nonsense (503), not an allow (found by FuzzAuthHookAnswers).
+func TestAuthHookTrailingGarbage(t *testing.T) {
+	h := newHookServer(t)
+	h.set("trail", func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"sub":"42","role":"member"} trailing`) })
+	g := hookGateway(t, h)
+	if code, _, m := g.get(countPath(community1), cookieHeader("sessionid=trail")); code != 503 || m.str("error") != "auth_hook_unavailable" {
+		t.Fatalf("a hook answer with trailing garbage = %d %v; want 503 auth_hook_unavailable", code, m)
+	}
+}

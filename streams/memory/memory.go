@@ -23,6 +23,7 @@ package memory
 import (
 	"bytes"
 	"cmp"
+	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -199,11 +200,17 @@ type community struct {
 	// It may be earlier than the true earliest one (a renewed or left
 	// source); the next expire pass then recomputes it.
 	nextDeadline time.Time
-	dayStart     time.Time           // midnight starting the day of today
-	today        map[string]struct{} // keys of today's distinct visitors
-	todayFig     streams.Today
-	peak         streams.Peak // today's peak count, first reached at
-	changed      time.Time
+	// deadlines holds every deadline given to a TTL source, earliest
+	// first, so that expire touches only what is due instead of every
+	// visitor (with the leave grace, a busy community always has sources
+	// about to end). An entry whose source has since been renewed, held or
+	// ended no longer matches the source and is dropped when it comes up.
+	deadlines deadlineHeap
+	dayStart  time.Time           // midnight starting the day of today
+	today     map[string]struct{} // keys of today's distinct visitors
+	todayFig  streams.Today
+	peak      streams.Peak // today's peak count, first reached at
+	changed   time.Time
 }
 
 type stored struct {
@@ -311,42 +318,57 @@ func (c *community) countToday(key string, v streams.Visitor) {
 
 // expire ends the sources of c whose deadline is not after now and
 // publishes visitor_left for each visitor left without a source, in the
-// order their last source expired. It scans every present visitor: that is
-// cheap next to the fanout of the events it publishes, and it runs only
-// when some deadline has passed.
+// order their last source expired (visitor keys breaking ties). It pops
+// the due deadlines only: its cost is what expires, not the community's
+// size.
 func (b *Bus) expire(c *community, now time.Time) {
-	type gone struct {
-		key  string
-		last time.Time
-	}
-	var left []gone
-	var next time.Time
-	for key, v := range c.visitors {
-		var last time.Time
-		for id, d := range v.sources {
-			switch {
-			case d.IsZero():
-			case !now.Before(d):
-				delete(v.sources, id)
-				if d.After(last) {
-					last = d
-				}
-			case next.IsZero() || d.Before(next):
-				next = d
-			}
+	for len(c.deadlines) > 0 && !now.Before(c.deadlines[0].at) {
+		d := heap.Pop(&c.deadlines).(deadline)
+		v := c.visitors[d.key]
+		if v == nil {
+			continue
 		}
+		if at, ok := v.sources[d.id]; !ok || !at.Equal(d.at) {
+			continue // renewed, held or ended since
+		}
+		delete(v.sources, d.id)
 		if len(v.sources) == 0 {
-			left = append(left, gone{key, last})
+			delete(c.visitors, d.key)
+			b.publishPresence(c, streams.TypeVisitorLeft, now)
 		}
 	}
-	c.nextDeadline = next
-	slices.SortFunc(left, func(x, y gone) int {
-		return cmp.Or(x.last.Compare(y.last), strings.Compare(x.key, y.key))
-	})
-	for _, g := range left {
-		delete(c.visitors, g.key)
-		b.publishPresence(c, streams.TypeVisitorLeft, now)
+	c.nextDeadline = time.Time{}
+	if len(c.deadlines) > 0 {
+		c.nextDeadline = c.deadlines[0].at
 	}
+}
+
+// deadline is a TTL source's deadline in the community's deadlines.
+type deadline struct {
+	at      time.Time
+	key, id string // the visitor's key and the source's id
+}
+
+// deadlineHeap orders deadlines earliest first (container/heap), then by
+// visitor key and source id, so that visitors leaving together leave in
+// a stable order.
+type deadlineHeap []deadline
+
+func (h deadlineHeap) Len() int { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool {
+	if c := h[i].at.Compare(h[j].at); c != 0 {
+		return c < 0
+	}
+	return cmp.Or(strings.Compare(h[i].key, h[j].key), strings.Compare(h[i].id, h[j].id)) < 0
+}
+func (h deadlineHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *deadlineHeap) Push(x any)   { *h = append(*h, x.(deadline)) }
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	old[len(old)-1] = deadline{}
+	*h = old[:len(old)-1]
+	return d
 }
 
 // trimHistory drops the oldest events of c while it holds more than
@@ -490,19 +512,20 @@ func (b *Bus) Touch(ctx context.Context, s streams.Source) (streams.PresenceResu
 	now := b.now()
 	b.settle(c, now)
 
-	var deadline time.Time
+	var until time.Time
+	key := s.Visitor.Key()
 	if s.TTL > 0 {
-		deadline = now.Add(s.TTL)
-		if c.nextDeadline.IsZero() || deadline.Before(c.nextDeadline) {
-			c.nextDeadline = deadline
+		until = now.Add(s.TTL)
+		heap.Push(&c.deadlines, deadline{at: until, key: key, id: s.ID})
+		if c.nextDeadline.IsZero() || until.Before(c.nextDeadline) {
+			c.nextDeadline = until
 		}
 	}
-	key := s.Visitor.Key()
 	if v := c.visitors[key]; v != nil {
-		v.sources[s.ID] = deadline
+		v.sources[s.ID] = until
 		return b.result(c, false), nil
 	}
-	c.visitors[key] = &visitor{v: s.Visitor, sources: map[string]time.Time{s.ID: deadline}}
+	c.visitors[key] = &visitor{v: s.Visitor, sources: map[string]time.Time{s.ID: until}}
 	c.countToday(key, s.Visitor)
 	b.publishPresence(c, streams.TypeVisitorJoined, now)
 	return b.result(c, true), nil

@@ -7,7 +7,6 @@ package api_test
 // grace.
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -19,19 +18,7 @@ import (
 // graceNode is valkeyNode with a leave grace of testGrace.
 func graceNode(t *testing.T, url string) (*gateway, *valkey.Bus) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := valkey.New(ctx, valkey.Options{URL: url, PresenceTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("valkey.New(%s): %v", url, err)
-	}
-	t.Cleanup(func() { b.Close() })
-	g := newGateway(t, func(o *api.Options) {
-		o.Bus = b
-		o.PresenceTTL = 2 * time.Second
-		o.LeaveGrace = testGrace
-	})
-	return g, b
+	return valkeyNodeWith(t, url, 2*time.Second, func(o *api.Options) { o.LeaveGrace = testGrace })
 }
 
 func TestValkeyLeaveGrace(t *testing.T) {

@@ -30,15 +30,28 @@ const nodeTTL = time.Second
 // valkeyNode starts a gateway node on its own Valkey bus at url.
 func valkeyNode(t *testing.T, url string) (*gateway, *valkey.Bus) {
 	t.Helper()
+	return valkeyNodeWith(t, url, nodeTTL, nil)
+}
+
+// valkeyNodeWith starts a gateway node on its own Valkey bus at url, with
+// presence TTL ttl; tweak adjusts the gateway's options.
+func valkeyNodeWith(t *testing.T, url string, ttl time.Duration, tweak func(*api.Options)) (*gateway, *valkey.Bus) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := valkey.New(ctx, valkey.Options{URL: url, PresenceTTL: nodeTTL, ReapInterval: 100 * time.Millisecond})
+	b, err := valkey.New(ctx, valkey.Options{URL: url, PresenceTTL: ttl, ReapInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("valkey.New(%s): %v", url, err)
 	}
 	// Registered before the gateway's cleanup, so it runs after it.
 	t.Cleanup(func() { b.Close() })
-	g := newGateway(t, func(o *api.Options) { o.Bus = b; o.PresenceTTL = nodeTTL })
+	g := newGateway(t, func(o *api.Options) {
+		o.Bus = b
+		o.PresenceTTL = ttl
+		if tweak != nil {
+			tweak(o)
+		}
+	})
 	return g, b
 }
 

@@ -322,7 +322,7 @@ func (s *Server) recheckHooked(ctx context.Context) {
 
 func (s *Server) recheckOne(ctx context.Context, c *client) {
 	c.mu.Lock()
-	req := c.hook.req
+	req, cur := c.hook.req, c.ident
 	c.mu.Unlock()
 	v, err := s.hook.decide(ctx, req)
 	if err != nil {
@@ -330,7 +330,7 @@ func (s *Server) recheckOne(ctx context.Context, c *client) {
 		return // asked again in hookRetryEvery
 	}
 	ident := &auth.Identity{Subject: v.sub, Communities: map[string]auth.Role{c.community: v.role}, Anonymous: v.anon}
-	if v.status != http.StatusOK || v.sub != c.ident.Subject || v.anon != c.ident.Anonymous || !ident.Allows(c.community, c.stream) {
+	if v.status != http.StatusOK || v.sub != cur.Subject || v.anon != cur.Anonymous || !ident.Allows(c.community, c.stream) {
 		c.closeWith(int(auth.CodeExpired), "the platform no longer admits this visitor")
 		return
 	}

@@ -271,7 +271,9 @@ func (s *Server) refreshAuth(c *client, token string) {
 		return
 	}
 	cur := c.identity()
-	if ident.Subject != cur.Subject || !ident.Allows(c.community, c.stream) {
+	// The same visitor: the same sub, and anonymous or not as before (the
+	// anonymous x and the user x are two visitors).
+	if ident.Subject != cur.Subject || ident.Anonymous != cur.Anonymous || !ident.Allows(c.community, c.stream) {
 		c.send("error", encodeError("forbidden", "token is for another user or does not grant this stream"))
 		return
 	}

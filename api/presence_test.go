@@ -437,3 +437,18 @@ func TestDashboardPeakToday(t *testing.T) {
 		t.Fatalf("REST dashboard = %d %v; want the same peak_today %v", code, r, peak)
 	}
 }
+
+// TestAuthRefreshKeepsTheVisitor: {"type":"auth"} on an anonymous token's
+// connection refuses a user's token of the same sub (another visitor).
+func TestAuthRefreshKeepsTheVisitor(t *testing.T) {
+	g := newGateway(t, nil)
+	roles := map[string]auth.Role{community1: auth.RoleMember}
+	c := g.dial(visitorsPath(community1), anonToken(t, "x-1", roles, false))
+	c.readType("visitor_count")
+	c.send(map[string]string{"type": "auth", "token": member(t, "x-1")})
+	if m := c.readType("error"); m.str("code") != "forbidden" {
+		t.Fatalf("auth with the user x-1's token on anonymous x-1's connection = %v; want error forbidden", m)
+	}
+	c.send(map[string]string{"type": "auth", "token": anonToken(t, "x-1", roles, false)})
+	c.readType("auth_ok")
+}

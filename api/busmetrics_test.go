@@ -11,7 +11,7 @@ import (
 	"github.com/footfall/footfall/streams/valkey/valkeytest"
 )
 
-// busMetrics are the bus's metrics (issue 7: bus errors, reconnects,
+// busMetrics are the bus's metrics (bus errors, reconnects,
 // resubscribes), each an unlabelled sample.
 var busMetrics = []string{
 	"footfall_bus_errors_total",

@@ -13,8 +13,8 @@ import (
 )
 
 // The per-address table stays bounded whatever the number of addresses
-// seen, and never forgets an address with an open connection (issue 16:
-// it grew for every address seen until the next minute's prune).
+// seen, and never forgets an address with an open connection (it
+// grew for every address seen until the next minute's prune).
 func TestIPLimitsTableBounded(t *testing.T) {
 	p := newIPLimits(DefaultLimits)
 	p.cap = 100
@@ -61,7 +61,7 @@ func TestAddrKey(t *testing.T) {
 }
 
 // A handler that panics after limitConnections admitted it gives its
-// connection slot back (issue 16: the release ran only on return, so each
+// connection slot back (the release ran only on return, so each
 // panic leaked a slot for good). recoverPanics is further out, as in
 // routes.
 func TestPanicReleasesConnSlot(t *testing.T) {

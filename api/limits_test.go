@@ -115,7 +115,7 @@ func TestInboundRateLimitCloses(t *testing.T) {
 }
 
 // TestRESTRequestLimit: the REST snapshots are limited per client address
-// (issue 16: they had no limit); over it, 429 with the JSON error body and
+// (they had no limit); over it, 429 with the JSON error body and
 // Retry-After, while another address is still served.
 func TestRESTRequestLimit(t *testing.T) {
 	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
@@ -159,7 +159,7 @@ func TestRESTRequestLimit(t *testing.T) {
 }
 
 // TestIPv6LimitsPer64: per-address limits key an IPv6 client by its /64
-// (issue 16: per /128, so one client had billions of addresses).
+// (per /128, so one client had billions of addresses).
 func TestIPv6LimitsPer64(t *testing.T) {
 	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
 	g := newGateway(t, func(o *api.Options) {

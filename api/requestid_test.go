@@ -33,7 +33,7 @@ func (l *lockedBuffer) String() string {
 
 // TestRequestIDFromClient: a client's X-Request-ID is answered and logged
 // only when it is short and of safe characters; any other is replaced by a
-// fresh one (issue 16: it was logged as given).
+// fresh one (it was logged as given).
 func TestRequestIDFromClient(t *testing.T) {
 	logs := &lockedBuffer{}
 	g := newGateway(t, func(o *api.Options) { o.Log = slog.New(slog.NewJSONHandler(logs, nil)) })

@@ -142,7 +142,7 @@ func converge(t *testing.T, c *wsClient, n int) {
 
 func countIs(n int) func(message) bool { return func(m message) bool { return m.num("count") == n } }
 
-// TestValkeyMultiNode runs the multi-node scenarios of issue 3 on a single
+// TestValkeyMultiNode runs the multi-node scenarios on a single
 // server and on a 3-master cluster.
 func TestValkeyMultiNode(t *testing.T) {
 	single := valkeytest.Start(t)

@@ -21,7 +21,7 @@ import (
 	"github.com/footfall/footfall/api/auth"
 )
 
-// abuse (issue 16): one node, legitimate WebSocket clients receiving
+// abuse: one node, legitimate WebSocket clients receiving
 // probe broadcasts, first quiet, then under abuse: bursts of connection
 // attempts and REST polls from many loopback addresses, idle keep-alive
 // connections, slowloris upgrades (a header line every few seconds, never

@@ -14,7 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// The bare baseline (issue 6): the least any gateway can do. A plain
+// The bare baseline: the least any gateway can do. A plain
 // gorilla/websocket server with no auth and no presence: every POST
 // /publish is framed once (websocket.PreparedMessage) and written to every
 // connection of that community and stream, one after the other, by one

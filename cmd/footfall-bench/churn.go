@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// churn (issue 6): N distinct visitors join a community at once while W
+// churn: N distinct visitors join a community at once while W
 // watchers (visitors-stream WebSocket clients) record every count message
 // they get with its arrival time. Reported: how long after the last join
 // every watcher holds the final count, and the most count messages one

@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// churn --mode reconnect (issue 12): V visitors hold a visitors-stream
+// churn --mode reconnect: V visitors hold a visitors-stream
 // connection each and, at random, drop it and come back after a random
 // delay below the leave grace (a page reload, a flaky network), while W
 // watchers count every message they receive. With the grace on, a watcher

@@ -1,4 +1,4 @@
-// Command footfall-bench is footfall's load harness (issue 6): it opens
+// Command footfall-bench is footfall's load harness: it opens
 // many WebSocket or SSE clients, publishes through the service API at a
 // chosen rate and reports connect time, delivery, latency, server memory
 // per connection and CPU, for footfall and for a bare gorilla/websocket
@@ -42,7 +42,7 @@ func main() {
 	}
 }
 
-const usage = `footfall-bench: load harness for footfall (issue 6)
+const usage = `footfall-bench: load harness for footfall
 
   footfall-bench run    fanout: N clients, M broadcasts, latency/delivery/RSS/CPU
   footfall-bench churn  N visitors join at once; how fast watchers converge

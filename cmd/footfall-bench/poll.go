@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// poll (issue 6): throughput of authenticated REST count polls
+// poll: throughput of authenticated REST count polls
 // (GET /api/v1/communities/{id}/visitors/count with a Bearer token) against
 // the same process's GET /healthz, with wrk when it is installed (or a Go
 // load loop), 50 connections.

@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// soak (issue 7): a bounded run that mixes a steady pool of WebSocket and
+// soak: a bounded run that mixes a steady pool of WebSocket and
 // SSE clients on both streams, broadcasts, visitor churn through the
 // service API and reconnects, and samples the server's RSS, threads, open
 // descriptors and (from /metrics) goroutines at the start, along the way

@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-// The Valkey part of the soak (issue 7: "a Valkey restart"). With --valkey
+// The Valkey part of the soak ("a Valkey restart"). With --valkey
 // the harness runs footfall on a redis-server (or valkey-server) of its
 // own, on a free port with persistence off; with --valkey-restart it kills
 // that server during the soak (SIGKILL: it comes back empty, as after a

@@ -13,7 +13,7 @@ import (
 )
 
 // An idle keep-alive connection is closed by the server after the idle
-// timeout (issue 16: there was none, so any client could hold unlimited
+// timeout (there was none, so any client could hold unlimited
 // idle connections).
 func TestIdleKeepAliveClosed(t *testing.T) {
 	base, _ := startMain(t, []string{"--idle-timeout", "300ms"}, map[string]string{"FOOTFALL_JWT_SECRET": testSecret})

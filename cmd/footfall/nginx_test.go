@@ -163,7 +163,7 @@ func TestBehindNginx(t *testing.T) {
 	}
 	nextEvent(`"through_nginx"`)
 
-	// /metrics is not served to the outside (issue 16).
+	// /metrics is not served to the outside.
 	for _, path := range []string{"/metrics", "/metrics/", "//metrics", "/%6detrics"} {
 		mresp, err := http.Get("http://" + front + path)
 		if err != nil {
@@ -176,7 +176,7 @@ func TestBehindNginx(t *testing.T) {
 		}
 	}
 	// The access log shows the path of a ?token= request, never its query
-	// string (issue 16).
+	// string.
 	polled := tok("poller", auth.RoleMember)
 	presp, err = http.Get("http://" + front + "/api/v1/communities/" + community + "/visitors/count?token=" + polled)
 	if err != nil {
@@ -202,7 +202,7 @@ func TestBehindNginx(t *testing.T) {
 }
 
 // docker-compose.yml trusts the X-Forwarded-For of its nginx only, not of
-// every private address (issue 16).
+// every private address.
 func TestComposeTrustsOnlyNginx(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yml"))
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 
 // Secrets in the environment never appear in usage text, flag errors or
 // error messages, and a malformed Valkey URL is not quoted with its
-// password (issue 16: environment values were flag defaults).
+// password (environment values were flag defaults).
 func TestSecretsNeverInOutput(t *testing.T) {
 	const (
 		jwtSecret = "jwt-SECRET-value-0123456789abcdef"
@@ -98,7 +98,7 @@ func TestRedactor(t *testing.T) {
 }
 
 // An HS256 secret or API key under 32 bytes stops footfall at start
-// outside --dev; --dev ignores them (issue 16).
+// outside --dev; --dev ignores them.
 func TestSecretMinimumLength(t *testing.T) {
 	long := strings.Repeat("k", 32)
 	cases := []struct {
@@ -142,7 +142,7 @@ func TestSecretMinimumLength(t *testing.T) {
 // --dev builds its own world: with production credentials, a production
 // Valkey and a public key in the environment, it starts on the in-memory
 // bus with fresh credentials, and says once which variables it ignores
-// (issue 16).
+//.
 func TestDevModeIgnoresProductionSettings(t *testing.T) {
 	const prodSecret, prodKey = "prod-jwt-secret-0123456789abcdef", "prod-api-key-0123456789abcdef-xyz"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

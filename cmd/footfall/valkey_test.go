@@ -55,7 +55,7 @@ func runChild(t *testing.T, environ map[string]string) (int, string, time.Durati
 }
 
 // An unreachable Valkey at start is a configuration error: exit 2, one
-// clear line, well under 10 s (README, configuration, issue 3).
+// clear line, well under 10 s (README, configuration).
 func TestValkeyUnreachableAtStart(t *testing.T) {
 	// A port that was free a moment ago: connection refused.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

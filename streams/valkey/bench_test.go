@@ -20,8 +20,8 @@ import (
 //
 // BenchmarkDelivery publishes one event at a time and waits for it at a
 // subscriber, on the same node or on another node, and reports the
-// latency's p50 and p99 beside the memory bus's: issue 6 asks cross-node
-// delivery to stay within 1.3x of single-node.
+// latency's p50 and p99 beside the memory bus's: cross-node delivery should stay
+// within 1.3x of single-node (BENCHMARKS.md).
 func BenchmarkDelivery(b *testing.B) {
 	srv := valkeytest.Start(b)
 	newNode := func() *Bus {

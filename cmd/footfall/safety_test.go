@@ -141,8 +141,7 @@ func TestSecretMinimumLength(t *testing.T) {
 
 // --dev builds its own world: with production credentials, a production
 // Valkey and a public key in the environment, it starts on the in-memory
-// bus with fresh credentials, and says once which variables it ignores
-// .
+// bus with fresh credentials, and says once which variables it ignores.
 func TestDevModeIgnoresProductionSettings(t *testing.T) {
 	const prodSecret, prodKey = "prod-jwt-secret-0123456789abcdef", "prod-api-key-0123456789abcdef-xyz"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

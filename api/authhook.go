@@ -68,6 +68,11 @@ type hookVerdict struct {
 	ttl    time.Duration // how long the verdict holds
 }
 
+// identity is the visitor an allow names, with its role in community.
+func (v hookVerdict) identity(community string) *auth.Identity {
+	return &auth.Identity{Subject: v.sub, Communities: map[string]auth.Role{community: v.role}, Anonymous: v.anon}
+}
+
 type hookEntry struct {
 	v     hookVerdict
 	until time.Time
@@ -267,12 +272,9 @@ func (s *Server) viaHook(r *http.Request, clientIP, community string, stream str
 	case http.StatusForbidden:
 		return nil, nil, true, &auth.Error{Code: auth.CodeForbidden, Reason: "the platform refused this visitor here"}
 	}
-	ident = &auth.Identity{Subject: v.sub, Communities: map[string]auth.Role{community: v.role}, Anonymous: v.anon}
-	if !ident.Allows(community, stream) {
-		if stream == streams.StreamDashboard {
-			return nil, nil, true, &auth.Error{Code: auth.CodeForbidden, Reason: "the dashboard needs a moderator or admin role"}
-		}
-		return nil, nil, true, &auth.Error{Code: auth.CodeForbidden, Reason: "not a member of this community"}
+	ident = v.identity(community)
+	if err := ident.Permit(community, stream); err != nil {
+		return nil, nil, true, err
 	}
 	return ident, &hookGrant{req: req, next: s.now().Add(v.ttl)}, true, nil
 }
@@ -329,7 +331,7 @@ func (s *Server) recheckOne(ctx context.Context, c *client) {
 		s.log.Warn("auth hook re-check failed; the stream stays open", "community", c.community, "conn", c.id, "err", err)
 		return // asked again in hookRetryEvery
 	}
-	ident := &auth.Identity{Subject: v.sub, Communities: map[string]auth.Role{c.community: v.role}, Anonymous: v.anon}
+	ident := v.identity(c.community)
 	if v.status != http.StatusOK || v.sub != cur.Subject || v.anon != cur.Anonymous || !ident.Allows(c.community, c.stream) {
 		c.closeWith(int(auth.CodeExpired), "the platform no longer admits this visitor")
 		return

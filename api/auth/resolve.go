@@ -113,14 +113,22 @@ func (v *Verifier) Authorize(ctx context.Context, c Credential, store SessionSto
 	if err != nil {
 		return nil, err
 	}
-	if !id.Allows(community, s) {
-		if s == streams.StreamDashboard && id.Anonymous {
-			return nil, fail(CodeForbidden, "an anonymous visitor cannot open a dashboard")
-		}
-		if s == streams.StreamDashboard {
-			return nil, fail(CodeForbidden, "the dashboard needs a moderator or admin role")
-		}
-		return nil, fail(CodeForbidden, "not a member of this community")
+	if err := id.Permit(community, s); err != nil {
+		return nil, err
 	}
 	return id, nil
+}
+
+// Permit is Allows as an outcome: nil when id may open stream s of
+// community, else an *Error with CodeForbidden saying why.
+func (id *Identity) Permit(community string, s streams.Stream) error {
+	switch {
+	case id.Allows(community, s):
+		return nil
+	case s == streams.StreamDashboard && id != nil && id.Anonymous:
+		return fail(CodeForbidden, "an anonymous visitor cannot open a dashboard")
+	case s == streams.StreamDashboard:
+		return fail(CodeForbidden, "the dashboard needs a moderator or admin role")
+	}
+	return fail(CodeForbidden, "not a member of this community")
 }

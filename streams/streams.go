@@ -244,6 +244,8 @@ type Bus interface {
 	Leave(ctx context.Context, community string, v Visitor, sourceID string) (PresenceResult, error)
 	// Snapshot returns the community's present count and today's figures.
 	Snapshot(ctx context.Context, community string) (Snapshot, error)
+	// VisitorHistory: the community's buckets of present counts.
+	HistoryReader
 
 	// CreateSession stores s until s.ExpiresAt.
 	CreateSession(ctx context.Context, s Session) error

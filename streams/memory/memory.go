@@ -405,9 +405,16 @@ func (b *Bus) publishLocked(c *community, e streams.Event, now time.Time) stream
 // publishPresence publishes a presence event carrying c's figures right
 // after the change, and records the change time. Callers hold c.mu.
 func (b *Bus) publishPresence(c *community, typ string, now time.Time) streams.Event {
-	if n := len(c.visitors); n > c.peak.Count {
+	n := len(c.visitors)
+	if n > c.peak.Count {
 		c.peak = streams.Peak{Count: n, At: stamp(now).Unix()}
 	}
+	old := n + 1
+	if typ == streams.TypeVisitorJoined {
+		old = n - 1
+	}
+	b.recordHistory(c, old, n, now)
+	b.outboxPresence(c, old, n, now)
 	e := b.publishLocked(c, streams.Event{
 		Type:  typ,
 		Count: len(c.visitors),

@@ -32,6 +32,17 @@ import (
 //go:embed lua/prelude.lua
 var prelude string
 
+// recordChunk and outboxChunk define history_record(old, new) and
+// outbox_presence(old, new), which the prelude's publish_presence calls at
+// every change of the present count; they take the prelude's place
+// "-- $RECORD", so they can use its helpers and it can call them.
+//
+//go:embed lua/record.lua
+var recordChunk string
+
+//go:embed lua/outbox.lua
+var outboxChunk string
+
 // touchScript adds or renews one source. ARGV[7] visitor key, ARGV[8]
 // source id, ARGV[9] deadline ms (0: held), ARGV[10] the node's lease. It
 // returns result() with extra = 1 when the global TTL index may need the
@@ -147,7 +158,7 @@ func newScripts(historyIdle, metaIdle int64) *scripts {
 		"$METATTL", strconv.FormatInt(metaIdle, 10),
 		"$EXPIREMAX", strconv.Itoa(maxPerRun),
 	)
-	pre := r.Replace(prelude)
+	pre := r.Replace(strings.Replace(prelude, "-- $RECORD", recordChunk+outboxChunk, 1))
 	return &scripts{
 		touch:    newScript(pre+touchScript, false),
 		leave:    newScript(pre+leaveScript, false),

@@ -129,8 +129,16 @@ local function append(body)
   return s
 end
 
+-- $RECORD
+
 local function publish_presence(typ, resync)
   local n = redis.call('HLEN', VIS)
+  -- The count at the last presence event: a resync may move it by more
+  -- than one.
+  local old = tonumber(redis.call('HGET', META, 'n') or '0')
+  redis.call('HSET', META, 'n', n)
+  history_record(old, n)
+  outbox_presence(old, n)
   -- Today's peak: the highest count since midnight, and when it was first
   -- reached (roll() starts a day with the count present at midnight).
   local pk = redis.call('HMGET', META, 'pk', 'pt')

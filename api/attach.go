@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/api/internal/alarm"
 	"github.com/footfall/footfall/streams"
 )
 
@@ -24,7 +25,7 @@ func (s *Server) newClient(transport, community string, stream streams.Stream, i
 		sessionID: ident.SessionID,
 		ident:     ident,
 	}
-	c.alarm = streams.NewAlarm(c.ring)
+	c.alarm = alarm.New(c.ring)
 	if stream == streams.StreamVisitors {
 		c.visitor = ident.Visitor()
 	}
@@ -34,8 +35,13 @@ func (s *Server) newClient(transport, community string, stream streams.Stream, i
 // attach subscribes c to its community and, on the visitors stream, makes
 // its visitor present. The returned cleanup undoes both.
 func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(), error) {
+	// Before Join: the events fanned out to c share their frames with the
+	// community's other clients from the first.
+	sh, release := s.acquireShared(c.community)
+	c.share = sh
 	leave, snap, err := s.hub.Join(ctx, c.community, c)
 	if err != nil {
+		release()
 		return snap, nil, err
 	}
 	var sourceID string
@@ -44,6 +50,7 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 		res, err := s.bus.Touch(ctx, streams.Source{Community: c.community, Visitor: c.visitor, ID: sourceID})
 		if err != nil {
 			leave()
+			release()
 			return snap, nil, err
 		}
 		s.hub.Observe(c.community, res, s.now())
@@ -51,13 +58,13 @@ func (s *Server) attach(ctx context.Context, c *client) (streams.Snapshot, func(
 			snap.Seq, snap.LastID, snap.Count, snap.Today = res.Seq, res.ID, res.Count, res.Today
 		}
 	}
-	c.memo = s.hub.Memo(c.community)
 	s.register(c)
 	cleanup := func() {
 		// Unregistered last: OpenClients counts the connection until its
 		// presence is settled on the bus (shutdown waits for it).
 		defer s.unregister(c)
 		leave()
+		release()
 		if sourceID != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

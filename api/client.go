@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/api/internal/alarm"
 	"github.com/footfall/footfall/streams"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -57,7 +58,7 @@ type outMsg struct {
 	data []byte
 	// shared, when set, is a cache of per-node encodings of data, so that a
 	// message sent alike to N WebSocket clients is framed once.
-	shared *streams.FrameCache
+	shared *frameCache
 }
 
 // maxEarly bounds the events a client buffers between joining its
@@ -92,9 +93,9 @@ type client struct {
 	visitor   streams.Visitor // visitors stream only
 	sessionID string          // set when opened with a session cookie
 	tr        transport
-	alarm     *streams.Alarm // nil when the client has no Hub (tests)
-	memo      *streams.Memo  // shared encodings of the community; may be nil
-	rs        *wsReadState   // WebSocket inbound rate limiting; reader only
+	alarm     *alarm.Alarm // nil in some tests
+	share     *shared      // shared encodings of the community; may be nil
+	rs        *wsReadState // WebSocket inbound rate limiting; reader only
 	// releaseSlot gives back the connection's per-IP slot (limitConnections)
 	// when a hijacked connection ends; nil while the handler holds it.
 	releaseSlot func()
@@ -105,8 +106,8 @@ type client struct {
 
 	mu      sync.Mutex
 	ident   *auth.Identity
-	begun   bool             // begin ran; before it, events wait in early
-	early   []*streams.Event // events delivered before begin
+	begun   bool         // begin ran; before it, events wait in early
+	early   []earlyEvent // events delivered before begin
 	queue   []outMsg
 	closing bool
 	code    int
@@ -184,7 +185,7 @@ func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
 	for i := range missed {
 		e := &missed[i]
 		if !e.IsPresence() {
-			c.deliverLocked(e) // moves seq and lastID on itself
+			c.deliverLocked(e, nil) // moves seq and lastID on itself
 			continue
 		}
 		c.seq, c.lastID = e.Seq, e.ID
@@ -208,7 +209,7 @@ func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
 func (c *client) catchUpLocked(now time.Time) {
 	c.begun = true
 	for _, e := range c.early {
-		c.deliverLocked(e)
+		c.deliverLocked(e.ev, e.frames)
 	}
 	c.early = nil
 	if c.keepaliveEvery > 0 {
@@ -219,6 +220,7 @@ func (c *client) catchUpLocked(now time.Time) {
 
 // Deliver implements streams.Subscriber. It never blocks.
 func (c *client) Deliver(e *streams.Event) {
+	frames := c.share.framesFor(e)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
@@ -226,17 +228,24 @@ func (c *client) Deliver(e *streams.Event) {
 	}
 	if !c.begun {
 		if len(c.early) < maxEarly {
-			c.early = append(c.early, e)
+			c.early = append(c.early, earlyEvent{e, frames})
 		}
 		return
 	}
-	c.deliverLocked(e)
+	c.deliverLocked(e, frames)
 	c.scheduleLocked()
 }
 
+// earlyEvent is an event delivered before begin, with its shared frame.
+type earlyEvent struct {
+	ev     *streams.Event
+	frames *frameCache
+}
+
 // deliverLocked records one event: a count or dashboard change is state
-// (pending, coalesced by the writer), anything else is queued.
-func (c *client) deliverLocked(e *streams.Event) {
+// (pending, coalesced by the writer), anything else is queued. frames is
+// the frame the event's other clients share (nil: none).
+func (c *client) deliverLocked(e *streams.Event, frames *frameCache) {
 	if e.Type == streams.TypeRefresh {
 		if e.Seq >= c.seq {
 			c.seq, c.lastID, c.count, c.today, c.peak = e.Seq, e.ID, e.Count, e.Today, e.Peak
@@ -267,7 +276,7 @@ func (c *client) deliverLocked(e *streams.Event) {
 			if e.Message == nil { // published without its encoding
 				c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: encodeAnalytics(e)})
 			} else {
-				c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: e.Message, shared: e.Frames})
+				c.enqueueLocked(outMsg{typ: e.Type, id: e.ID, data: e.Message, shared: frames})
 			}
 		}
 	case e.Type == streams.TypeBroadcast:
@@ -276,7 +285,7 @@ func (c *client) deliverLocked(e *streams.Event) {
 			if typ == "" { // published without it
 				typ = broadcastType(e.Message)
 			}
-			c.enqueueLocked(outMsg{typ: typ, id: e.ID, data: e.Message, shared: e.Frames})
+			c.enqueueLocked(outMsg{typ: typ, id: e.ID, data: e.Message, shared: frames})
 		}
 	}
 }

@@ -34,8 +34,7 @@ func BenchmarkEncodeDashboard(b *testing.B) {
 // client but the first pays).
 func BenchmarkCountMessageShared(b *testing.B) {
 	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now}
-	memo := new(streams.Memo)
-	c := &client{srv: s, stream: streams.StreamVisitors, community: "c1", memo: memo}
+	c := &client{srv: s, stream: streams.StreamVisitors, community: "c1", share: new(shared)}
 	now := time.Now()
 	c.count, c.sentCount, c.pendingChanges = 7, 5, 2
 	b.ReportAllocs()
@@ -66,8 +65,10 @@ func BenchmarkClientFanout(b *testing.B) {
 			var wg sync.WaitGroup
 			wg.Add(n) // the first messages (dashboard_update) of every client
 			clients := make([]*client, n)
+			sh := new(shared) // as attach gives the clients of a community
 			for i := range clients {
 				c := s.newClient("websocket", "c1", streams.StreamDashboard, &auth.Identity{Subject: "u" + strconv.Itoa(i)})
+				c.share = sh
 				c.tr = countingTransport{wg: &wg}
 				c.begin(streams.Snapshot{})
 				clients[i] = c
@@ -76,7 +77,7 @@ func BenchmarkClientFanout(b *testing.B) {
 			msg := []byte(`{"type":"analytics_update","metric":"bench","value":1,"timestamp":"2025-10-10T14:30:00Z"}`)
 			b.ResetTimer()
 			for i := range b.N {
-				e := &streams.Event{Type: streams.TypeBroadcast, Seq: uint64(i + 1), Stream: streams.StreamDashboard, Message: msg, MessageType: "analytics_update", Frames: new(streams.FrameCache)}
+				e := &streams.Event{Type: streams.TypeBroadcast, Seq: uint64(i + 1), Stream: streams.StreamDashboard, Message: msg, MessageType: "analytics_update"}
 				wg.Add(n)
 				for _, c := range clients {
 					c.Deliver(e)

@@ -20,10 +20,10 @@ type countKey struct {
 	ts        int64
 }
 
-// sharedMsg is an encoding shared through the community's Memo.
+// sharedMsg is an encoding shared through the community's memo.
 type sharedMsg struct {
 	data   []byte
-	frames *streams.FrameCache
+	frames *frameCache
 }
 
 // countMessageLocked is the coalesced count message due now.
@@ -37,11 +37,11 @@ func (c *client) countMessageLocked(now time.Time) outMsg {
 		if k.hasChange {
 			m.Change = intPtr(k.change)
 		}
-		return &sharedMsg{data: encodeCount(m), frames: new(streams.FrameCache)}
+		return &sharedMsg{data: encodeCount(m), frames: new(frameCache)}
 	}
 	var sm *sharedMsg
-	if c.memo != nil {
-		sm = c.memo.Get(k, build).(*sharedMsg)
+	if c.share != nil {
+		sm = c.share.memo.get(k, build).(*sharedMsg)
 	} else {
 		sm = build().(*sharedMsg)
 	}
@@ -59,11 +59,11 @@ type dashKey struct {
 func (c *client) dashboardMessageLocked(now time.Time) outMsg {
 	k := dashKey{count: c.count, today: c.today, peak: c.peak, ts: now.Unix()}
 	build := func() any {
-		return &sharedMsg{data: encodeDashboard(c.community, k.count, k.today, k.peak, time.Unix(k.ts, 0)), frames: new(streams.FrameCache)}
+		return &sharedMsg{data: encodeDashboard(c.community, k.count, k.today, k.peak, time.Unix(k.ts, 0)), frames: new(frameCache)}
 	}
 	var sm *sharedMsg
-	if c.memo != nil {
-		sm = c.memo.Get(k, build).(*sharedMsg)
+	if c.share != nil {
+		sm = c.share.memo.get(k, build).(*sharedMsg)
 	} else {
 		sm = build().(*sharedMsg)
 	}

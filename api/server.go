@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/api/internal/alarm"
 	"github.com/footfall/footfall/internal/hangup"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
@@ -107,6 +108,10 @@ type Server struct {
 	// transport and stream, for /stats (which would otherwise walk every
 	// client under s.mu).
 	perCommunity map[string]*streamCounts
+	// shared holds the shared encodings of each community with clients.
+	shared map[string]*shared
+	// alarms serves every client's alarm with one timer.
+	alarms alarm.Wheel
 
 	stopRevoke    func()
 	stopReconnect func()
@@ -150,6 +155,7 @@ func New(opts Options) *Server {
 		hooked:        make(map[*client]struct{}),
 
 		perCommunity: make(map[string]*streamCounts),
+		shared:       make(map[string]*shared),
 	}
 	if w, err := hangup.New(); err == nil {
 		s.hangups = w

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/api/internal/alarm"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
 	"github.com/r3labs/sse/v2"
@@ -135,8 +136,8 @@ func (s *Server) serveSSE(stream streams.Stream) echo.HandlerFunc {
 		c := s.newClient("sse", community, stream, ident)
 		c.reqID = reqID
 		c.hook = who.grant
-		tr := &sseTransport{srv: s.sse, hub: s.hub, base: strconv.FormatUint(c.id, 10), attached: make(chan struct{}, 1), flushSig: make(chan struct{}, 1)}
-		tr.alarm = streams.NewAlarm(tr.ring)
+		tr := &sseTransport{srv: s.sse, alarms: &s.alarms, base: strconv.FormatUint(c.id, 10), attached: make(chan struct{}, 1), flushSig: make(chan struct{}, 1)}
+		tr.alarm = alarm.New(tr.ring)
 		c.tr = tr
 		c.keepaliveEvery = s.opts.SSEHeartbeat
 
@@ -220,7 +221,7 @@ func (s *Server) endSSE(c *client, t *sseTransport, cleanup func(), start time.T
 	c.finish()
 	t.stop()
 	c.writers.Wait()
-	s.hub.SetAlarm(t.alarm, time.Time{})
+	s.alarms.Set(t.alarm, time.Time{})
 	t.w.finish()
 	c.mu.Lock()
 	code := c.code

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/api/internal/alarm"
 	"github.com/footfall/footfall/internal/hangup"
-	"github.com/footfall/footfall/streams"
 	"github.com/r3labs/sse/v2"
 )
 
@@ -261,14 +261,14 @@ func (w *sseConnWriter) finish() {
 // client's, then t.mu, then the Hub's alarms.
 type sseTransport struct {
 	srv      *sse.Server
-	hub      *streams.Hub
+	alarms   *alarm.Wheel
 	base     string // the client's id; session streams are base.gen
 	w        sseResponse
-	parkable bool           // a hijacked connection: sessions may park
-	alarm    *streams.Alarm // rings to check whether the session can park
-	serve    func()         // the stream goroutine: sessions, then endSSE
-	attached chan struct{}  // cap 1: the first session is attached
-	flushSig chan struct{}  // cap 1: an event was flushed
+	parkable bool          // a hijacked connection: sessions may park
+	alarm    *alarm.Alarm  // rings to check whether the session can park
+	serve    func()        // the stream goroutine: sessions, then endSSE
+	attached chan struct{} // cap 1: the first session is attached
+	flushSig chan struct{} // cap 1: an event was flushed
 
 	// ctx is the connection's; cancel (stop) ends it and every session.
 	ctx    context.Context
@@ -412,7 +412,7 @@ func (t *sseTransport) parkLocked() {
 	if at := t.lastData.Add(sseLinger); time.Now().Before(at) {
 		if !t.booked {
 			t.booked = true
-			t.hub.SetAlarm(t.alarm, at)
+			t.alarms.Set(t.alarm, at)
 		}
 		return
 	}

@@ -114,7 +114,7 @@ func (c *client) bookLocked(at time.Time) {
 		return
 	}
 	c.alarmAt = at
-	c.srv.hub.SetAlarm(c.alarm, at)
+	c.srv.alarms.Set(c.alarm, at)
 }
 
 // dueLocked says whether something is ready to write at now and, if not,

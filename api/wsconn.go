@@ -171,7 +171,7 @@ func wsTextFrame(data []byte) []byte {
 // frame is m as a WebSocket frame, built once per node for shared messages.
 func (m outMsg) frame() []byte {
 	if m.shared != nil {
-		return m.shared.Get(func() any { return wsTextFrame(m.data) }).([]byte)
+		return m.shared.get(m.data)
 	}
 	return wsTextFrame(m.data)
 }

@@ -37,8 +37,6 @@ type Hub struct {
 
 	// fanoutObserver, if set, is told how long each fanout took.
 	fanoutObserver func(time.Duration)
-
-	alarms alarms
 }
 
 // ObserveFanout sets a function told the duration of every fanout (for
@@ -86,8 +84,6 @@ type topic struct {
 	state  Snapshot
 	settle *time.Timer // pending fold of resync events; guarded by mu
 	closed bool        // released: arm no timer; guarded by mu
-
-	memo Memo
 }
 
 // ResyncSettle is how long a Hub folds resync events (Event.Resync: nodes
@@ -372,9 +368,6 @@ func (t *topic) onEvent(e *Event) {
 		return
 	}
 	t.mu.Unlock()
-	if e.Message != nil && e.Frames == nil {
-		e.Frames = new(FrameCache)
-	}
 	t.dispatch(e)
 }
 

@@ -4,7 +4,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // countSub counts what it is handed, as cheaply as a Subscriber can.
@@ -34,32 +33,6 @@ func BenchmarkHubFanout(b *testing.B) {
 				t.onEvent(&Event{Type: TypeBroadcast, Community: community, Seq: uint64(i + 1), Stream: StreamDashboard, Message: msg, MessageType: "analytics_update"})
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")
-		})
-	}
-}
-
-// BenchmarkAlarms measures booking and moving one alarm among N booked
-// ones, as each connection does when its next coalesced message or
-// keepalive falls due.
-func BenchmarkAlarms(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			h := NewHub(nil, nil)
-			far := time.Now().Add(time.Hour)
-			as := make([]*Alarm, n)
-			for i := range as {
-				as[i] = NewAlarm(func() {})
-				h.SetAlarm(as[i], far.Add(time.Duration(i)*time.Millisecond))
-			}
-			b.ResetTimer()
-			for i := range b.N {
-				a := as[i%n]
-				h.SetAlarm(a, far.Add(time.Duration(i%997)*time.Microsecond))
-			}
-			b.StopTimer()
-			for _, a := range as {
-				h.SetAlarm(a, time.Time{})
-			}
 		})
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -96,24 +95,6 @@ type Event struct {
 	// own, the figures are partial, so a gateway folds such events for a
 	// moment (Hub: ResyncSettle) instead of announcing each one.
 	Resync bool `json:"resync,omitempty"`
-
-	// Frames lets the transports of one node share an encoding of this
-	// event across all its clients (a WebSocket PreparedMessage). The Hub
-	// sets it before fanout; it never travels on the bus.
-	Frames *FrameCache `json:"-"`
-}
-
-// FrameCache holds one lazily built, shared encoding of an event.
-type FrameCache struct {
-	once  sync.Once
-	frame any
-}
-
-// Get returns the cached encoding, building it with build the first time.
-// It is safe for concurrent use.
-func (f *FrameCache) Get(build func() any) any {
-	f.once.Do(func() { f.frame = build() })
-	return f.frame
 }
 
 // IsPresence reports whether e changed the count of present visitors.

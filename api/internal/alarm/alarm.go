@@ -1,42 +1,41 @@
-package streams
+// Package alarm is the node's alarm wheel: one timer for every connection's
+// next due time (coalescing windows, keepalives, expiry, an SSE session's
+// parking), kept in a heap.
+package alarm
 
 import (
 	"sync"
 	"time"
 )
 
-// The node's alarms: one timer for every client's next due time (coalescing
-// windows, keepalives, expiry), kept by the Hub in a heap.
-
-// Alarm is a wake-up call that a subscriber books with its Hub: the time its
-// next coalesced message is due, its next keepalive, its credential's
-// expiry. A Hub serves all its alarms with one runtime timer and no parked
+// Alarm is a wake-up call that a connection books with its Wheel: the time
+// its next coalesced message is due, its next keepalive, its credential's
+// expiry. A Wheel serves all its alarms with one runtime timer and no parked
 // goroutine, so that an idle connection costs no timer of its own.
 type Alarm struct {
 	fire func()
 	at   time.Time
-	idx  int // position in the Hub's heap; -1 when not booked
+	idx  int // position in the Wheel's heap; -1 when not booked
 }
 
-// NewAlarm returns an unbooked alarm that calls fire when it rings. fire
-// runs on a goroutine of the Hub's timer and must not block: it should only
+// New returns an unbooked alarm that calls fire when it rings. fire runs on
+// a goroutine of the Wheel's timer and must not block: it should only
 // record and hand work on (start a writer goroutine).
-func NewAlarm(fire func()) *Alarm { return &Alarm{fire: fire, idx: -1} }
+func New(fire func()) *Alarm { return &Alarm{fire: fire, idx: -1} }
 
-// alarms is a min-heap of booked alarms served by one time.AfterFunc timer.
-// The timer's goroutine only exists while it rings, so a Hub with no alarm
-// booked holds no goroutine.
-type alarms struct {
+// Wheel is a min-heap of booked alarms served by one time.AfterFunc timer.
+// The timer's goroutine only exists while it rings, so a Wheel with no alarm
+// booked holds no goroutine. The zero Wheel is ready to use.
+type Wheel struct {
 	mu    sync.Mutex
 	heap  []*Alarm
 	timer *time.Timer
 	armed time.Time // the time the timer is set for; zero when stopped
 }
 
-// SetAlarm books a to ring at at, replacing its previous time; a zero at
+// Set books a to ring at at, replacing its previous time; a zero at
 // cancels it. An alarm rings once per booking.
-func (h *Hub) SetAlarm(a *Alarm, at time.Time) {
-	s := &h.alarms
+func (s *Wheel) Set(a *Alarm, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -57,7 +56,7 @@ func (h *Hub) SetAlarm(a *Alarm, at time.Time) {
 }
 
 // arm sets the timer for the earliest alarm. Callers hold s.mu.
-func (s *alarms) arm() {
+func (s *Wheel) arm() {
 	if len(s.heap) == 0 {
 		if !s.armed.IsZero() {
 			s.timer.Stop()
@@ -80,7 +79,7 @@ func (s *alarms) arm() {
 
 // ring calls every alarm that is due, outside the lock (an alarm's fire may
 // book it again).
-func (s *alarms) ring() {
+func (s *Wheel) ring() {
 	now := time.Now()
 	var due []*Alarm
 	s.mu.Lock()
@@ -97,15 +96,15 @@ func (s *alarms) ring() {
 	}
 }
 
-func (s *alarms) less(i, j int) bool { return s.heap[i].at.Before(s.heap[j].at) }
+func (s *Wheel) less(i, j int) bool { return s.heap[i].at.Before(s.heap[j].at) }
 
-func (s *alarms) swap(i, j int) {
+func (s *Wheel) swap(i, j int) {
 	s.heap[i], s.heap[j] = s.heap[j], s.heap[i]
 	s.heap[i].idx = i
 	s.heap[j].idx = j
 }
 
-func (s *alarms) up(j int) {
+func (s *Wheel) up(j int) {
 	for j > 0 {
 		i := (j - 1) / 2
 		if !s.less(j, i) {
@@ -116,7 +115,7 @@ func (s *alarms) up(j int) {
 	}
 }
 
-func (s *alarms) down(i int) bool {
+func (s *Wheel) down(i int) bool {
 	start := i
 	n := len(s.heap)
 	for {
@@ -137,13 +136,13 @@ func (s *alarms) down(i int) bool {
 	return i > start
 }
 
-func (s *alarms) fix(i int) {
+func (s *Wheel) fix(i int) {
 	if !s.down(i) {
 		s.up(i)
 	}
 }
 
-func (s *alarms) remove(i int) {
+func (s *Wheel) remove(i int) {
 	n := len(s.heap) - 1
 	a := s.heap[i]
 	if i != n {

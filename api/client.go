@@ -6,6 +6,7 @@ import (
 
 	"github.com/footfall/footfall/api/auth"
 	"github.com/footfall/footfall/api/internal/alarm"
+	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,28 +28,6 @@ const (
 	closeSlowConsumer = 1013
 )
 
-// transport is how a client's messages reach the wire: a WebSocket or an
-// SSE response. Only one goroutine at a time calls write, keepalive and end
-// (the client's writer, or for an inline transport whoever holds the
-// client's lock).
-type transport interface {
-	// write sends one message.
-	write(m outMsg) error
-	// keepalive sends the transport's heartbeat (a ping frame, an SSE
-	// comment).
-	keepalive() error
-	// end says goodbye with a close code and reason. It may block briefly
-	// and is always called on the client's writer goroutine.
-	end(code int, reason string)
-	// abort makes the connection end soon after a failed write: the reader
-	// side stops waiting for the peer. It must not block.
-	abort()
-	// inline reports whether write and keepalive never block (they hand the
-	// message on, as the SSE transport does to its r3labs stream): then they
-	// run at once under the client's lock and no writer goroutine is needed.
-	inline() bool
-}
-
 // outMsg is one message on its way to a client: its type (the SSE
 // `event:`), the bus event id it reflects (the SSE `id:`, "" for replies)
 // and its JSON.
@@ -58,7 +37,12 @@ type outMsg struct {
 	data []byte
 	// shared, when set, is a cache of per-node encodings of data, so that a
 	// message sent alike to N WebSocket clients is framed once.
-	shared *frameCache
+	shared *transport.SharedFrame
+}
+
+// wire is m as its transport takes it.
+func (m outMsg) wire() transport.Message {
+	return transport.Message{Type: m.typ, ID: m.id, Data: m.data, Frame: m.shared}
 }
 
 // maxEarly bounds the events a client buffers between joining its
@@ -92,10 +76,10 @@ type client struct {
 	stream    streams.Stream
 	visitor   streams.Visitor // visitors stream only
 	sessionID string          // set when opened with a session cookie
-	tr        transport
-	alarm     *alarm.Alarm // nil in some tests
-	share     *shared      // shared encodings of the community; may be nil
-	rs        *wsReadState // WebSocket inbound rate limiting; reader only
+	tr        transport.Conn  // the connection (api/internal/transport)
+	alarm     *alarm.Alarm    // nil in some tests
+	share     *shared         // shared encodings of the community; may be nil
+	rs        *wsReadState    // WebSocket inbound rate limiting; reader only
 	// releaseSlot gives back the connection's per-IP slot (limitConnections)
 	// when a hijacked connection ends; nil while the handler holds it.
 	releaseSlot func()
@@ -143,6 +127,13 @@ type client struct {
 	lastDashSend   time.Time
 	keepaliveEvery time.Duration
 	nextKeepalive  time.Time
+}
+
+// Closing reports whether the client is saying goodbye (transport.Peer).
+func (c *client) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 func (c *client) identity() *auth.Identity {
@@ -239,13 +230,13 @@ func (c *client) Deliver(e *streams.Event) {
 // earlyEvent is an event delivered before begin, with its shared frame.
 type earlyEvent struct {
 	ev     *streams.Event
-	frames *frameCache
+	frames *transport.SharedFrame
 }
 
 // deliverLocked records one event: a count or dashboard change is state
 // (pending, coalesced by the writer), anything else is queued. frames is
 // the frame the event's other clients share (nil: none).
-func (c *client) deliverLocked(e *streams.Event, frames *frameCache) {
+func (c *client) deliverLocked(e *streams.Event, frames *transport.SharedFrame) {
 	if e.Type == streams.TypeRefresh {
 		if e.Seq >= c.seq {
 			c.seq, c.lastID, c.count, c.today, c.peak = e.Seq, e.ID, e.Count, e.Today, e.Peak

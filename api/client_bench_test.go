@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 )
 
@@ -47,11 +48,11 @@ func BenchmarkCountMessageShared(b *testing.B) {
 // cost nothing: what remains is footfall's own per-delivery work.
 type countingTransport struct{ wg *sync.WaitGroup }
 
-func (t countingTransport) write(outMsg) error { t.wg.Done(); return nil }
-func (countingTransport) keepalive() error     { return nil }
-func (countingTransport) end(int, string)      {}
-func (countingTransport) abort()               {}
-func (countingTransport) inline() bool         { return false }
+func (t countingTransport) Send(transport.Message) error { t.wg.Done(); return nil }
+func (countingTransport) Keepalive() error               { return nil }
+func (countingTransport) Close(int, string)              {}
+func (countingTransport) Abort()                         {}
+func (countingTransport) Inline() bool                   { return false }
 
 // BenchmarkClientFanout measures footfall's per-client side of a broadcast
 // to N WebSocket clients, without the socket write: Deliver (record, start

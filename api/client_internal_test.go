@@ -3,6 +3,7 @@ package api
 import (
 	"strings"
 
+	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 	"log/slog"
 	"testing"
@@ -12,11 +13,11 @@ import (
 // panicky is a transport whose writes panic.
 type panicky struct{ ended chan struct{} }
 
-func (panicky) write(outMsg) error       { panic("boom") }
-func (panicky) keepalive() error         { return nil }
-func (p panicky) end(code int, _ string) { close(p.ended) }
-func (panicky) abort()                   {}
-func (panicky) inline() bool             { return false }
+func (panicky) Send(transport.Message) error { panic("boom") }
+func (panicky) Keepalive() error             { return nil }
+func (p panicky) Close(code int, _ string)   { close(p.ended) }
+func (panicky) Abort()                       {}
+func (panicky) Inline() bool                 { return false }
 
 // TestWriterPanicEndsOnlyItsConnection: a panic in a connection's writer
 // is recovered and marks that client closed; the process lives on.

@@ -1,5 +1,7 @@
 package api
 
+import "github.com/footfall/footfall/api/internal/transport"
+
 // DecodeInboundForTest runs the WebSocket message decoder on data with the
 // default size limit, for the fuzz targets outside the package: it returns
 // the message's type and token, or the code of the error the client gets.
@@ -13,4 +15,4 @@ func DecodeInboundForTest(data []byte) (typ, token, code string) {
 
 // SSEMaxReplay is the most events an SSE resume replays; a longer gap gets
 // a snapshot instead.
-const SSEMaxReplay = sseMaxReplay
+const SSEMaxReplay = transport.SSEMaxReplay

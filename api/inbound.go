@@ -1,41 +1,21 @@
 package api
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
-	"net"
 	"runtime/debug"
 	"strconv"
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
-	"github.com/gorilla/websocket"
+	"github.com/footfall/footfall/api/internal/transport"
 	"golang.org/x/time/rate"
 )
 
-// Inbound WebSocket messages: the reader's idle wait, pings, rate limiting,
-// decoding and the answers (ping, request_count, auth).
-
-// prepareReader sets a connection's read limits, deadline and pong handler.
-func (s *Server) prepareReader(conn *websocket.Conn, c *client) {
-	conn.SetReadLimit(int64(s.limits.MaxFrameBytes))
-	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
-	conn.SetPongHandler(func(string) error { extendRead(conn, c); return nil })
-}
-
-// extendRead gives a connection that showed a sign of life pongWait more,
-// unless it is closing (then the goodbye's deadline stands).
-func extendRead(conn *websocket.Conn, c *client) {
-	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if !closing {
-		_ = conn.SetReadDeadline(time.Now().Add(pongWait))
-	}
-}
+// Inbound WebSocket messages: rate limiting, decoding and the answers (ping,
+// request_count, auth). Reading them off the socket is
+// api/internal/transport's.
 
 // wsReadState is the inbound rate limiting of one connection, made with its
 // first message (most clients send none). Only the reader uses it.
@@ -44,127 +24,22 @@ type wsReadState struct {
 	limitedSince, lastRefused time.Time
 }
 
-// wsIdle waits until a client frame is buffered, answering on the way the
-// control frames that arrive whole on their own (ping, pong), so that
-// gorilla's reader, which handles them in a loop that then waits for the
-// next data frame, is only entered when there is a message to read. It
-// returns when a frame that gorilla must read (data, close, or anything
-// unusual or partial) is at the head of the buffer, or the read failed.
-//
-// It only ever consumes whole frames at a message boundary, where gorilla
-// keeps no state about the stream.
-func wsIdle(conn *websocket.Conn, c *client, br *bufio.Reader) error {
-	for {
-		if br.Buffered() == 0 {
-			if err := waitReadable(conn); err != nil {
-				return err
-			}
-			if _, err := br.Peek(1); err != nil {
-				return err
-			}
-		}
-		p, _ := br.Peek(br.Buffered())
-		// A final, unextended, masked ping or pong of at most 125 bytes,
-		// wholly buffered.
-		if len(p) < 2 || (p[0] != 0x80|websocket.PingMessage && p[0] != 0x80|websocket.PongMessage) || p[1]&0x80 == 0 {
-			return nil
-		}
-		n := int(p[1] & 0x7f)
-		size := 2 + 4 + n
-		if n > 125 || len(p) < size {
-			return nil
-		}
-		if p[0]&0x0f == websocket.PongMessage {
-			_, _ = br.Discard(size)
-			extendRead(conn, c)
-			continue
-		}
-		if err := answerPing(conn, br, p[:size]); err != nil {
-			return err
-		}
-	}
-}
-
-// waitReadable waits until the connection has something to read, in as
-// few and as small frames as the runtime allows (a TCP connection's
-// RawConn). Other connections (TLS) return at once: reading waits then.
-//
-//go:noinline
-func waitReadable(conn *websocket.Conn) error {
-	lc, ok := conn.NetConn().(*lazyDeadlineConn)
-	if !ok {
-		return nil
-	}
-	return waitConnReadable(lc.Conn)
-}
-
-// waitConnReadable waits until a TCP connection has something to read (or
-// its read deadline passes); for any other connection it returns at once.
-//
-//go:noinline
-func waitConnReadable(conn net.Conn) error {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok || !rawWriteSupported {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	// The runtime forgets a readiness it saw before the wait starts, so
-	// the socket is asked first (without reading) whether input is there.
-	return rc.Read(rawReadable)
-}
-
-// answerPing consumes a client's ping frame and answers it with a pong of
-// the same payload, as gorilla's default ping handler does, with footfall's
-// write wait.
-//
-//go:noinline
-func answerPing(conn *websocket.Conn, br *bufio.Reader, frame []byte) error {
-	data := make([]byte, len(frame)-6)
-	for i := range data {
-		data[i] = frame[6+i] ^ frame[2+i&3]
-	}
-	_, _ = br.Discard(len(frame))
-	err := conn.WriteControl(websocket.PongMessage, data, time.Now().Add(writeWait))
-	if err != nil && err != websocket.ErrCloseSent {
-		if _, ok := err.(net.Error); !ok {
-			return err
-		}
-	}
-	return nil
-}
-
 // readOne reads and handles one client message. done says the connection
 // ended, with the close code the peer sent (or 0).
-func (s *Server) readOne(conn *websocket.Conn, c *client) (code int, done bool) {
+func (s *Server) readOne(ws *transport.WS, c *client) (code int, done bool) {
 	defer func() {
 		// A panic while handling one client's message ends that
 		// connection only.
 		if p := recover(); p != nil {
 			s.log.Error("panic in connection reader", "conn", c.id, "community", c.community, "panic", p, "stack", string(debug.Stack()))
-			c.closeWith(websocket.CloseInternalServerErr, "internal error")
-			code, done = websocket.CloseInternalServerErr, true
+			c.closeWith(transport.CloseInternalError, "internal error")
+			code, done = transport.CloseInternalError, true
 		}
 	}()
-	mt, data, err := conn.ReadMessage()
-	if errors.Is(err, websocket.ErrReadLimit) {
-		// gorilla has sent close 1009. Discard the rest of the frame for
-		// a moment, so that closing does not reset the connection and
-		// lose that close frame before the peer reads it.
-		_ = conn.SetReadDeadline(time.Now().Add(closeWait))
-		_, _ = io.Copy(io.Discard, conn.NetConn())
-		return websocket.CloseMessageTooBig, true
+	text, data, code, done := ws.Read()
+	if done {
+		return code, true
 	}
-	if err != nil {
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return ce.Code, true
-		}
-		return 0, true
-	}
-	extendRead(conn, c)
 	now := time.Now()
 	rs := c.rs
 	if rs == nil {
@@ -177,13 +52,13 @@ func (s *Server) readOne(conn *websocket.Conn, c *client) (code int, done bool) 
 		}
 		rs.lastRefused = now
 		if now.Sub(rs.limitedSince) >= rateLimitClose {
-			c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded")
+			c.closeWith(transport.ClosePolicy, "rate limit exceeded")
 			return 0, false
 		}
 		c.send("error", encodeError("rate_limited", "too many messages: slow down"))
 		return 0, false
 	}
-	if mt != websocket.TextMessage {
+	if !text {
 		c.send("error", encodeError("invalid_message", "binary frames are not supported; send JSON text"))
 		return 0, false
 	}

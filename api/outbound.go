@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 )
 
@@ -23,7 +24,7 @@ type countKey struct {
 // sharedMsg is an encoding shared through the community's memo.
 type sharedMsg struct {
 	data   []byte
-	frames *frameCache
+	frames *transport.SharedFrame
 }
 
 // countMessageLocked is the coalesced count message due now.
@@ -37,7 +38,7 @@ func (c *client) countMessageLocked(now time.Time) outMsg {
 		if k.hasChange {
 			m.Change = intPtr(k.change)
 		}
-		return &sharedMsg{data: encodeCount(m), frames: new(frameCache)}
+		return &sharedMsg{data: encodeCount(m), frames: new(transport.SharedFrame)}
 	}
 	var sm *sharedMsg
 	if c.share != nil {
@@ -59,7 +60,7 @@ type dashKey struct {
 func (c *client) dashboardMessageLocked(now time.Time) outMsg {
 	k := dashKey{count: c.count, today: c.today, peak: c.peak, ts: now.Unix()}
 	build := func() any {
-		return &sharedMsg{data: encodeDashboard(c.community, k.count, k.today, k.peak, time.Unix(k.ts, 0)), frames: new(frameCache)}
+		return &sharedMsg{data: encodeDashboard(c.community, k.count, k.today, k.peak, time.Unix(k.ts, 0)), frames: new(transport.SharedFrame)}
 	}
 	var sm *sharedMsg
 	if c.share != nil {

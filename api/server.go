@@ -1,7 +1,8 @@
 // Package api is footfall's HTTP surface and nothing else: the echo routes,
 // the WebSocket streams, the service API, credential extraction and the one
 // mapping of errors to HTTP statuses and close codes. It is the only package
-// that imports echo and gorilla/websocket; the domain lives in streams.
+// that imports echo; the sockets (gorilla/websocket, r3labs/sse) are
+// api/internal/transport's, and the domain lives in streams.
 package api
 
 import (
@@ -19,10 +20,9 @@ import (
 
 	"github.com/footfall/footfall/api/auth"
 	"github.com/footfall/footfall/api/internal/alarm"
-	"github.com/footfall/footfall/internal/hangup"
+	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
-	"github.com/r3labs/sse/v2"
 )
 
 // Options are a Server's dependencies and settings.
@@ -80,8 +80,7 @@ type Server struct {
 	hub      *streams.Hub
 	verifier *auth.Verifier
 	echo     *echo.Echo
-	sse      *sse.Server
-	hangups  *hangup.Watcher // nil where unsupported: SSE readers instead
+	sse      *transport.SSENode
 	polls    *pollLeases
 	metrics  *metrics
 	limits   Limits
@@ -147,7 +146,6 @@ func New(opts Options) *Server {
 		nodeID:   hex.EncodeToString(node[:]),
 		now:      opts.Now,
 		origins:  newOriginPolicy(opts.AllowedOrigins),
-		sse:      newSSEServer(),
 		clients:  make(map[*client]struct{}),
 		sessions: make(map[string]map[*client]struct{}),
 
@@ -157,9 +155,8 @@ func New(opts Options) *Server {
 		perCommunity: make(map[string]*streamCounts),
 		shared:       make(map[string]*shared),
 	}
-	if w, err := hangup.New(); err == nil {
-		s.hangups = w
-	} else if hangup.Supported {
+	var err error
+	if s.sse, err = transport.NewSSENode(&s.alarms); err != nil {
 		s.log.Warn("no hangup watcher: each SSE connection gets a reader goroutine", "err", err)
 	}
 	s.limits = opts.Limits.withDefaults()
@@ -299,9 +296,7 @@ func (s *Server) Close() {
 	s.stopRevoke()
 	s.stopReconnect()
 	s.polls.close()
-	if s.hangups != nil {
-		s.hangups.Close()
-	}
+	s.sse.Close()
 }
 
 // OpenClients returns the number of open streams on this node.

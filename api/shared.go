@@ -4,25 +4,12 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 )
 
 // Shared encodings: the clients of a community on this node that send the
 // same message share one encoding of it and one WebSocket frame.
-
-// frameCache holds one lazily built WebSocket frame of a message, shared by
-// the clients that send it alike.
-type frameCache struct {
-	once  sync.Once
-	frame []byte
-}
-
-// get returns the frame of data, building it the first time. It is safe for
-// concurrent use; every caller passes the same data.
-func (f *frameCache) get(data []byte) []byte {
-	f.once.Do(func() { f.frame = wsTextFrame(data) })
-	return f.frame
-}
 
 // memo is a small cache that a community's local clients share, for the
 // messages many of them send alike (the same coalesced count, framed once
@@ -63,13 +50,13 @@ type shared struct {
 // eventFrames is the frame cache of one fanned-out event.
 type eventFrames struct {
 	ev     *streams.Event
-	frames frameCache
+	frames transport.SharedFrame
 }
 
 // framesFor returns the frame cache that the clients e is fanned out to
 // share; nil for an event without a message, or without a shared (tests).
 // The first client of a fanout makes it; the others find it.
-func (sh *shared) framesFor(e *streams.Event) *frameCache {
+func (sh *shared) framesFor(e *streams.Event) *transport.SharedFrame {
 	if sh == nil || e.Message == nil {
 		return nil
 	}

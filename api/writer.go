@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/footfall/footfall/api/auth"
+	"github.com/footfall/footfall/api/internal/transport"
 )
 
 // Writing a client's messages: scheduling on the node's alarms, writing at once
@@ -22,7 +23,7 @@ func (c *client) scheduleLocked() {
 		c.bookLocked(next)
 		return
 	}
-	if c.tr != nil && c.tr.inline() && !c.closing {
+	if c.tr != nil && c.tr.Inline() && !c.closing {
 		c.flushLocked(now)
 		return
 	}
@@ -32,25 +33,12 @@ func (c *client) scheduleLocked() {
 	c.startWriterLocked()
 }
 
-// nonBlockingWriter is a transport that can try a message without blocking
-// (a WebSocket on plain TCP).
-type nonBlockingWriter interface {
-	// tryLock takes the connection's write lock, if no one holds it.
-	tryLock() bool
-	unlock()
-	// writeNow writes m as far as the socket takes it and returns the
-	// rest (nil: all written).
-	writeNow(m outMsg) (rest []byte, err error)
-	// hand passes the write lock and rest to the writer goroutine.
-	hand(rest []byte)
-}
-
 // writeNowLocked writes what is ready right here, without blocking, when
 // the transport allows it: most messages then need no goroutine. If the
 // socket is full, what remains is the writer goroutine's. It reports
 // whether it dealt with everything that was ready. Callers hold c.mu.
 func (c *client) writeNowLocked(now time.Time) bool {
-	nw, ok := c.tr.(nonBlockingWriter)
+	nw, ok := c.tr.(transport.NonBlocking)
 	if !ok {
 		return false
 	}
@@ -59,14 +47,14 @@ func (c *client) writeNowLocked(now time.Time) bool {
 		(c.ident != nil && !c.ident.ExpiresAt.IsZero() && !now.Before(c.ident.ExpiresAt)) {
 		return false
 	}
-	if !nw.tryLock() {
+	if !nw.TryLock() {
 		return false // someone is writing: the writer goroutine waits for them
 	}
 	b := c.collectLocked(now)
 	for i, m := range b.msgs {
-		rest, err := nw.writeNow(m)
+		rest, err := nw.SendNow(m.wire())
 		if err != nil {
-			nw.unlock()
+			nw.Unlock()
 			c.failLocked(err)
 			return true
 		}
@@ -75,13 +63,13 @@ func (c *client) writeNowLocked(now time.Time) bool {
 			// The socket is full: the rest of this frame, then the
 			// messages after it, are the writer goroutine's.
 			c.srv.metrics.socketFull.Inc()
-			nw.hand(rest)
+			nw.Hand(rest)
 			c.queue = append(b.msgs[i+1:len(b.msgs):len(b.msgs)], c.queue...)
 			c.startWriterLocked()
 			return true
 		}
 	}
-	nw.unlock()
+	nw.Unlock()
 	next, _ := c.dueLocked(now)
 	c.bookLocked(next)
 	return true
@@ -164,14 +152,14 @@ func windowDue(last time.Time, window time.Duration) time.Time {
 func (c *client) flushLocked(now time.Time) {
 	b := c.collectLocked(now)
 	for _, m := range b.msgs {
-		if err := c.tr.write(m); err != nil {
+		if err := c.tr.Send(m.wire()); err != nil {
 			c.failLocked(err)
 			return
 		}
 		c.sent.Inc()
 	}
 	if b.keepalive {
-		if err := c.tr.keepalive(); err != nil {
+		if err := c.tr.Keepalive(); err != nil {
 			c.failLocked(err)
 			return
 		}
@@ -202,8 +190,8 @@ func (c *client) runWriter() {
 // on a write error.
 func (c *client) writeLoop() {
 	// First the rest of a frame an inline write could not finish.
-	if r, ok := c.tr.(interface{ resume() error }); ok {
-		if err := r.resume(); err != nil {
+	if r, ok := c.tr.(transport.NonBlocking); ok {
+		if err := r.Resume(); err != nil {
 			c.fail(err)
 			return
 		}
@@ -215,21 +203,21 @@ func (c *client) writeLoop() {
 			return
 		}
 		for _, m := range b.msgs {
-			if err := c.tr.write(m); err != nil {
+			if err := c.tr.Send(m.wire()); err != nil {
 				c.fail(err)
 				return
 			}
 			c.sent.Inc()
 		}
 		if b.keepalive {
-			if err := c.tr.keepalive(); err != nil {
+			if err := c.tr.Keepalive(); err != nil {
 				c.fail(err)
 				return
 			}
 		}
 		if b.closing {
 			if !b.finished {
-				c.tr.end(b.code, b.reason)
+				c.tr.Close(b.code, b.reason)
 			}
 			return
 		}
@@ -245,14 +233,14 @@ func (c *client) fail(err error) {
 }
 
 func (c *client) failLocked(err error) {
-	if err == errSlowConsumer {
+	if err == transport.ErrSlowConsumer {
 		c.srv.metrics.slowConsumers.Inc()
 	}
 	c.closing = true
 	c.writing = true // no writer starts any more
 	c.bookLocked(time.Time{})
 	if c.tr != nil {
-		c.tr.abort()
+		c.tr.Abort()
 	}
 }
 

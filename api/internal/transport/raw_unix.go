@@ -1,6 +1,6 @@
 //go:build unix
 
-package api
+package transport
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 )
 
 // rawWriteSupported says whether footfall may use the socket itself: try
-// WebSocket frames without blocking (wsTransport.writeNow) and wait for
+// WebSocket frames without blocking (WS.SendNow) and wait for
 // input in a shallow stack (waitConnReadable).
 const rawWriteSupported = true
 

@@ -1,4 +1,4 @@
-package api
+package transport
 
 import (
 	"context"
@@ -6,12 +6,14 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/footfall/footfall/api/internal/alarm"
 )
 
 // nullSSEResponse is a response that writes nowhere; it tells the
 // transport about each flush, as the real ones do.
 type nullSSEResponse struct {
-	tr  *sseTransport
+	tr  *SSE
 	hdr http.Header
 }
 
@@ -24,15 +26,18 @@ func (w *nullSSEResponse) abort()                      {}
 func (w *nullSSEResponse) finish()                     {}
 
 // BenchmarkSSEUnpark measures what a parked SSE connection costs to wake
-// for one message and park again (sseLinger 0: it parks as soon as the
+// for one message and park again (SSELinger 0: it parks as soon as the
 // message is flushed): a session's r3labs stream, ServeHTTP and its
 // goroutines, without the socket write. ns/op is one such cycle.
 func BenchmarkSSEUnpark(b *testing.B) {
-	old := sseLinger
-	sseLinger = 0
-	defer func() { sseLinger = old }()
+	old := SSELinger
+	SSELinger = 0
+	defer func() { SSELinger = old }()
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &sseTransport{srv: newSSEServer(), base: "1", parkable: true, attached: make(chan struct{}, 1), flushSig: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	n, _ := NewSSENode(new(alarm.Wheel))
+	defer n.Close()
+	t := n.NewConn(1, nil)
+	t.parkable, t.ctx, t.cancel = true, ctx, cancel
 	t.w = &nullSSEResponse{tr: t, hdr: http.Header{}}
 	ended := make(chan struct{})
 	t.serve = func() {
@@ -50,15 +55,15 @@ func BenchmarkSSEUnpark(b *testing.B) {
 	t.mu.Unlock()
 	go t.serve()
 	<-t.attached
-	msg := outMsg{typ: "analytics_update", id: "1-0", data: []byte(`{"type":"analytics_update","metric":"m","value":1}`)}
+	msg := Message{Type: "analytics_update", ID: "1-0", Data: []byte(`{"type":"analytics_update","metric":"m","value":1}`)}
 	for !parked() {
-		_ = t.write(msg) // the first session parks after its first message
+		_ = t.Send(msg) // the first session parks after its first message
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if err := t.write(msg); err != nil {
+		if err := t.Send(msg); err != nil {
 			b.Fatal(err)
 		}
 		for !parked() {
@@ -66,6 +71,6 @@ func BenchmarkSSEUnpark(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	t.stop()
+	t.Stop()
 	<-ended
 }

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package api
+package transport
 
 // rawWriteSupported is false where footfall does not write to sockets
 // itself: every frame goes through the writer goroutine.

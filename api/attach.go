@@ -16,7 +16,7 @@ import (
 // newClient returns a client of one stream; the caller sets its transport.
 func (s *Server) newClient(transport, community string, stream streams.Stream, ident *auth.Identity) *client {
 	c := &client{
-		srv:       s,
+		env:       s.clientEnv,
 		transport: transport,
 		sent:      s.metrics.sent.WithLabelValues(transport),
 		id:        s.connSeq.Add(1),

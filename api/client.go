@@ -1,6 +1,7 @@
 package api
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 
@@ -45,6 +46,20 @@ func (m outMsg) wire() transport.Message {
 	return transport.Message{Type: m.typ, ID: m.id, Data: m.data, Frame: m.shared}
 }
 
+// clientEnv is what a node's clients need of it, shared by all of them: the
+// clock, the log, the alarm wheel and the counters they move. A client holds
+// no pointer to its Server.
+type clientEnv struct {
+	now     func() time.Time
+	log     *slog.Logger
+	alarms  *alarm.Wheel
+	metrics *metrics // nil in some tests
+}
+
+func newClientEnv(s *Server) *clientEnv {
+	return &clientEnv{now: s.now, log: s.log, alarms: &s.alarms, metrics: s.metrics}
+}
+
 // maxEarly bounds the events a client buffers between joining its
 // community and sending its first message.
 const maxEarly = 1024
@@ -67,7 +82,7 @@ const maxEarly = 1024
 // expiry) is booked as one alarm with the Hub, which serves every alarm of
 // the node with a single timer.
 type client struct {
-	srv       *Server
+	env       *clientEnv
 	transport string             // "websocket" or "sse"
 	sent      prometheus.Counter // footfall_messages_sent_total of the transport
 	id        uint64
@@ -150,7 +165,7 @@ func (c *client) begin(snap streams.Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq, c.lastID, c.count, c.today, c.peak, c.at = snap.Seq, snap.LastID, snap.Count, snap.Today, snap.Peak, snap.Changed
-	now := c.srv.now()
+	now := c.env.now()
 	first := outMsg{id: c.lastID}
 	if c.stream == streams.StreamDashboard {
 		first.typ, first.data = "dashboard_update", c.dashboardLocked(now)
@@ -189,7 +204,7 @@ func (c *client) resume(missed []streams.Event, snap streams.Snapshot) {
 			}
 		}
 	}
-	now := c.srv.now()
+	now := c.env.now()
 	c.sentCount = c.count
 	c.lastCountSend, c.lastDashSend = now, now
 	c.catchUpLocked(now)
@@ -294,9 +309,9 @@ func (c *client) send(msgType string, msg []byte) {
 
 func (c *client) enqueueLocked(m outMsg) {
 	if len(c.queue) >= maxQueued {
-		c.srv.metrics.dropped.Inc()
+		c.env.metrics.dropped.Inc()
 		if !c.closing {
-			c.srv.metrics.slowConsumers.Inc()
+			c.env.metrics.slowConsumers.Inc()
 		}
 		c.closeLocked(closeSlowConsumer, "slow consumer")
 		return

@@ -34,8 +34,8 @@ func BenchmarkEncodeDashboard(b *testing.B) {
 // community's other clients have already encoded it (the Memo hit every
 // client but the first pays).
 func BenchmarkCountMessageShared(b *testing.B) {
-	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now}
-	c := &client{srv: s, stream: streams.StreamVisitors, community: "c1", share: new(shared)}
+	env := &clientEnv{log: slog.New(slog.DiscardHandler), now: time.Now}
+	c := &client{env: env, stream: streams.StreamVisitors, community: "c1", share: new(shared)}
 	now := time.Now()
 	c.count, c.sentCount, c.pendingChanges = 7, 5, 2
 	b.ReportAllocs()
@@ -63,6 +63,7 @@ func BenchmarkClientFanout(b *testing.B) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, hub: streams.NewHub(nil, nil)}
 			s.metrics = newMetrics(s)
+			s.clientEnv = newClientEnv(s)
 			var wg sync.WaitGroup
 			wg.Add(n) // the first messages (dashboard_update) of every client
 			clients := make([]*client, n)

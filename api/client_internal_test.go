@@ -22,8 +22,8 @@ func (panicky) Inline() bool                 { return false }
 // TestWriterPanicEndsOnlyItsConnection: a panic in a connection's writer
 // is recovered and marks that client closed; the process lives on.
 func TestWriterPanicEndsOnlyItsConnection(t *testing.T) {
-	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now}
-	c := &client{srv: s, keepaliveEvery: time.Hour, ident: nil}
+	env := &clientEnv{log: slog.New(slog.DiscardHandler), now: time.Now}
+	c := &client{env: env, keepaliveEvery: time.Hour, ident: nil}
 	c.tr = panicky{ended: make(chan struct{})}
 	c.queue = []outMsg{{typ: "pong", data: []byte(`{}`)}}
 	finished := make(chan struct{})
@@ -45,10 +45,10 @@ func TestWriterPanicEndsOnlyItsConnection(t *testing.T) {
 // visitors client was sent (after a bus reconnect) sends it a visitor_count
 // with the change; one that finds the same sends nothing.
 func TestRefreshConverges(t *testing.T) {
-	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now}
+	env := &clientEnv{log: slog.New(slog.DiscardHandler), now: time.Now}
 	// writing: as if a writer were running, so that Deliver only records
 	// and collect below takes what it recorded.
-	c := &client{srv: s, stream: streams.StreamVisitors, community: "c1", begun: true, writing: true}
+	c := &client{env: env, stream: streams.StreamVisitors, community: "c1", begun: true, writing: true}
 	c.count, c.sentCount, c.seq = 5, 5, 10
 	c.Deliver(&streams.Event{Type: streams.TypeRefresh, Seq: 10, Count: 5})
 	if msgs := c.collect(time.Now()).msgs; len(msgs) != 0 {

@@ -63,3 +63,52 @@ func (s *Server) preflight(c echo.Context) error {
 	}
 	return c.NoContent(http.StatusNoContent)
 }
+
+// originPolicy decides which browser origins may open streams.
+type originPolicy struct {
+	any     bool
+	allowed map[string]bool // lower-case origins; nil = same host
+}
+
+func newOriginPolicy(list []string) originPolicy {
+	var p originPolicy
+	for _, o := range list {
+		o = strings.TrimRight(strings.ToLower(strings.TrimSpace(o)), "/")
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			p.any = true
+			continue
+		}
+		if p.allowed == nil {
+			p.allowed = make(map[string]bool)
+		}
+		p.allowed[o] = true
+	}
+	return p
+}
+
+// check applies docs/protocol.md, fine print: no Origin is allowed (not a browser),
+// "null" is refused, otherwise the list (or the same host:port as Host).
+func (p originPolicy) check(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	origin = strings.ToLower(origin)
+	if origin == "null" {
+		return false
+	}
+	if p.any {
+		return true
+	}
+	if p.allowed != nil {
+		return p.allowed[origin]
+	}
+	scheme, host, ok := strings.Cut(origin, "://")
+	if !ok || scheme == "" || host == "" {
+		return false
+	}
+	return host == strings.ToLower(r.Host)
+}

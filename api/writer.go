@@ -17,7 +17,7 @@ func (c *client) scheduleLocked() {
 	if c.writing || c.finished || !c.begun {
 		return // a running writer sees the change before it exits
 	}
-	now := c.srv.now()
+	now := c.env.now()
 	next, ready := c.dueLocked(now)
 	if !ready {
 		c.bookLocked(next)
@@ -62,7 +62,7 @@ func (c *client) writeNowLocked(now time.Time) bool {
 		if rest != nil {
 			// The socket is full: the rest of this frame, then the
 			// messages after it, are the writer goroutine's.
-			c.srv.metrics.socketFull.Inc()
+			c.env.metrics.socketFull.Inc()
 			nw.Hand(rest)
 			c.queue = append(b.msgs[i+1:len(b.msgs):len(b.msgs)], c.queue...)
 			c.startWriterLocked()
@@ -102,7 +102,7 @@ func (c *client) bookLocked(at time.Time) {
 		return
 	}
 	c.alarmAt = at
-	c.srv.alarms.Set(c.alarm, at)
+	c.env.alarms.Set(c.alarm, at)
 }
 
 // dueLocked says whether something is ready to write at now and, if not,
@@ -177,7 +177,7 @@ func (c *client) flushLocked(now time.Time) {
 func (c *client) runWriter() {
 	defer func() {
 		if p := recover(); p != nil {
-			c.srv.log.Error("panic in connection writer", "conn", c.id, "community", c.community, "panic", p, "stack", string(debug.Stack()))
+			c.env.log.Error("panic in connection writer", "conn", c.id, "community", c.community, "panic", p, "stack", string(debug.Stack()))
 			c.fail(nil)
 		}
 	}()
@@ -197,7 +197,7 @@ func (c *client) writeLoop() {
 		}
 	}
 	for {
-		now := c.srv.now()
+		now := c.env.now()
 		b := c.collect(now)
 		if b.idle {
 			return
@@ -234,7 +234,7 @@ func (c *client) fail(err error) {
 
 func (c *client) failLocked(err error) {
 	if err == transport.ErrSlowConsumer {
-		c.srv.metrics.slowConsumers.Inc()
+		c.env.metrics.slowConsumers.Inc()
 	}
 	c.closing = true
 	c.writing = true // no writer starts any more

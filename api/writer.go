@@ -52,18 +52,18 @@ func (c *client) writeNowLocked(now time.Time) bool {
 	}
 	b := c.collectLocked(now)
 	for i, m := range b.msgs {
-		rest, err := nw.SendNow(m.wire())
+		handed, err := nw.SendNow(m.wire())
 		if err != nil {
 			nw.Unlock()
 			c.failLocked(err)
 			return true
 		}
 		c.sent.Inc()
-		if rest != nil {
-			// The socket is full: the rest of this frame, then the
-			// messages after it, are the writer goroutine's.
+		if handed {
+			// The socket is full: the rest of this frame (the transport
+			// kept it, with its write lock), then the messages after it,
+			// are the writer goroutine's.
 			c.env.metrics.socketFull.Inc()
-			nw.Hand(rest)
 			c.queue = append(b.msgs[i+1:len(b.msgs):len(b.msgs)], c.queue...)
 			c.startWriterLocked()
 			return true

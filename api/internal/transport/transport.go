@@ -84,13 +84,13 @@ type NonBlocking interface {
 	// TryLock takes the connection's write lock, if no one holds it.
 	TryLock() bool
 	Unlock()
-	// SendNow writes m as far as the socket takes it and returns the rest
-	// (nil: all written). The caller holds the write lock.
-	SendNow(m Message) (rest []byte, err error)
-	// Hand passes the write lock and rest to the writer goroutine about
-	// to start.
-	Hand(rest []byte)
-	// Resume writes what Hand was given and releases the write lock.
+	// SendNow writes m as far as the socket takes it. The caller holds
+	// the write lock. handed: the socket is full and m went only in part;
+	// the write lock and the rest of m are kept for the writer goroutine,
+	// which the caller must start, and which calls Resume first.
+	SendNow(m Message) (handed bool, err error)
+	// Resume writes what a SendNow left and releases the write lock it
+	// kept; nothing to do if none did.
 	Resume() error
 }
 

@@ -228,9 +228,22 @@ func (t *WS) TryLock() bool { return t.raw != nil && t.lc.wmu.TryLock() }
 // Unlock releases the write lock TryLock took.
 func (t *WS) Unlock() { t.lc.wmu.Unlock() }
 
-// SendNow writes m's frame without blocking and returns what did not fit
-// in the socket (nil: all of it). The caller holds the write lock.
-func (t *WS) SendNow(m Message) ([]byte, error) {
+// SendNow writes m's frame without blocking. If the socket takes only a
+// part of it, the rest is kept with the write lock for the writer goroutine
+// (handed): Resume finishes it, before anything else is written. The
+// caller holds the write lock.
+func (t *WS) SendNow(m Message) (handed bool, err error) {
+	rest, err := t.sendNow(m)
+	if rest != nil {
+		t.held, t.rest = true, rest
+		return true, nil
+	}
+	return false, err
+}
+
+// sendNow writes m's frame without blocking and returns what did not fit in
+// the socket (nil: all of it).
+func (t *WS) sendNow(m Message) ([]byte, error) {
 	if t.lc.closeSent {
 		return nil, websocket.ErrCloseSent
 	}
@@ -263,12 +276,8 @@ func (t *WS) rawWrite(fd uintptr) bool {
 	return true // one attempt: never wait here
 }
 
-// Hand gives the connection's write lock, with the unwritten rest of a
-// frame, to the writer goroutine about to start.
-func (t *WS) Hand(rest []byte) { t.held, t.rest = true, rest }
-
-// Resume writes what an inline write left and releases the write lock it
-// handed over. The writer goroutine calls it first.
+// Resume writes what SendNow left and releases the write lock it kept.
+// The writer goroutine calls it first.
 func (t *WS) Resume() error {
 	if !t.held {
 		return nil

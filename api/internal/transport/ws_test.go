@@ -127,23 +127,27 @@ func payload(i, size int) []byte {
 }
 
 // fill writes messages without blocking until the socket is full, and
-// returns how many went (the last one in part) and the unwritten rest.
-func fill(t *testing.T, ws *WS, size int) (int, []byte) {
+// returns how many went (the last one in part: its rest and the write lock
+// are kept for the writer).
+func fill(t *testing.T, ws *WS, size int) int {
 	t.Helper()
 	if !ws.TryLock() {
 		t.Fatal("TryLock failed on an idle plain TCP connection")
 	}
 	for i := range 10000 {
-		rest, err := ws.SendNow(Message{Data: payload(i, size)})
+		handed, err := ws.SendNow(Message{Data: payload(i, size)})
 		if err != nil {
 			t.Fatalf("SendNow %d: %v", i, err)
 		}
-		if rest != nil {
-			return i + 1, rest
+		if handed {
+			if !ws.held || len(ws.rest) == 0 || len(ws.rest) > size+4 {
+				t.Fatalf("handed over %d bytes of a %d-byte message (held %v)", len(ws.rest), size, ws.held)
+			}
+			return i + 1
 		}
 	}
 	t.Fatal("the socket never filled")
-	return 0, nil
+	return 0
 }
 
 // TestWSStalledPeer: against a peer that reads nothing, writes without
@@ -153,11 +157,7 @@ func TestWSStalledPeer(t *testing.T) {
 	shortWriteWait(t, 300*time.Millisecond)
 	ws, client := wsPair(t, false)
 	shrink(t, ws, client)
-	n, rest := fill(t, ws, 16<<10)
-	if n < 1 || len(rest) == 0 || len(rest) > 16<<10+4 {
-		t.Fatalf("filled %d messages, rest %d bytes", n, len(rest))
-	}
-	ws.Hand(rest)
+	fill(t, ws, 16<<10)
 	start := time.Now()
 	err := ws.Resume() // the writer goroutine, on a peer that never reads
 	elapsed := time.Since(start)
@@ -182,8 +182,7 @@ func TestWSHalfWrittenFrameHandedToWriter(t *testing.T) {
 	ws, client := wsPair(t, false)
 	shrink(t, ws, client)
 	const size = 8 << 10
-	n, rest := fill(t, ws, size)
-	ws.Hand(rest)
+	n := fill(t, ws, size)
 
 	// The peer pings; the server's reader answers, and its pong must wait
 	// for the handed-over frame.
@@ -303,12 +302,11 @@ func TestWSKeepaliveUnderBroadcasts(t *testing.T) {
 		if !ws.TryLock() {
 			t.Fatalf("round %d: TryLock failed", i)
 		}
-		rest, err := ws.SendNow(Message{Data: payload(i, size)})
+		handed, err := ws.SendNow(Message{Data: payload(i, size)})
 		if err != nil {
 			t.Fatalf("round %d: SendNow: %v", i, err)
 		}
-		if rest != nil {
-			ws.Hand(rest)
+		if handed {
 			if err := ws.Resume(); err != nil {
 				t.Fatalf("round %d: Resume: %v", i, err)
 			}

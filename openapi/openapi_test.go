@@ -208,6 +208,7 @@ func TestOperations(t *testing.T) {
 		"GET /sse/communities/{id}/visitor-dashboard/",
 		"GET /api/v1/communities/{id}/visitors/count",
 		"GET /api/v1/communities/{id}/visitor-dashboard",
+		"GET /api/v1/communities/{id}/visitors/history",
 		"POST /api/v1/communities/{id}/visitor-events",
 		"POST /api/v1/communities/{id}/metrics",
 		"POST /api/v1/communities/{id}/conversions",
@@ -222,6 +223,7 @@ func TestOperations(t *testing.T) {
 		"OPTIONS /sse/communities/{id}/visitor-dashboard/",
 		"OPTIONS /api/v1/communities/{id}/visitors/count",
 		"OPTIONS /api/v1/communities/{id}/visitor-dashboard",
+		"OPTIONS /api/v1/communities/{id}/visitors/history",
 	}
 	slices.Sort(want)
 	if got := v.Operations(); !slices.Equal(got, want) {

@@ -66,6 +66,10 @@ type Options struct {
 	// HistoryAge is how long each event is kept at least (default 5m),
 	// as long as the community holds no more than MaxHistory events.
 	HistoryAge time.Duration
+	// Webhooks, when set, is where the bus queues webhook events (its
+	// zero value is ready; docs/protocol.md, webhooks). Nil: none are
+	// queued and the outbox costs nothing.
+	Webhooks *Outbox
 }
 
 func (o Options) withDefaults() Options {

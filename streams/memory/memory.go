@@ -213,6 +213,7 @@ type community struct {
 	todayFig  streams.Today
 	peak      streams.Peak // today's peak count, first reached at
 	changed   time.Time
+	hist      history // visitor history (history.go)
 }
 
 type stored struct {
@@ -301,6 +302,7 @@ func (c *community) rollDay(mid time.Time) {
 	c.dayStart = mid
 	// The new day's peak so far: the visitors present at midnight.
 	c.peak = streams.Peak{Count: c.todayFig.Total(), At: mid.Unix()}
+	c.startDay(mid)
 	if !first && c.todayFig != before {
 		c.changed = stamp(mid)
 	}

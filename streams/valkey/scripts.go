@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/footfall/footfall/streams"
 )
 
 // The Lua scripts. Every change of a community's state is one script on
@@ -39,6 +41,14 @@ var prelude string
 //
 //go:embed lua/record.lua
 var recordChunk string
+
+// histReadScript returns the community's present count and the history
+// records of step ARGV[1] ("m", "h" or "d") of the buckets starting at
+// ARGV[2..] (unix ms), "" for a bucket without one (../history.go). It
+// reads only.
+//
+//go:embed lua/histread.lua
+var histReadScript string
 
 //go:embed lua/outbox.lua
 var outboxChunk string
@@ -145,6 +155,7 @@ func newScript(src string, readOnly bool) *script {
 type scripts struct {
 	touch, leave, snapshot, reap, sync, publish *script
 	history, revoke, claim, unclaim             *script
+	histRead                                    *script
 }
 
 func newScripts(historyIdle, metaIdle int64) *scripts {
@@ -157,6 +168,9 @@ func newScripts(historyIdle, metaIdle int64) *scripts {
 		"$LOGTTL", strconv.FormatInt(historyIdle, 10),
 		"$METATTL", strconv.FormatInt(metaIdle, 10),
 		"$EXPIREMAX", strconv.Itoa(maxPerRun),
+		"$HISTKEEPM", strconv.FormatInt(historyKeep(streams.StepMinute), 10),
+		"$HISTKEEPH", strconv.FormatInt(historyKeep(streams.StepHour), 10),
+		"$HISTKEEPD", strconv.FormatInt(historyKeep(streams.StepDay), 10),
 	)
 	pre := r.Replace(strings.Replace(prelude, "-- $RECORD", recordChunk+outboxChunk, 1))
 	return &scripts{
@@ -170,6 +184,7 @@ func newScripts(historyIdle, metaIdle int64) *scripts {
 		revoke:   newScript(revokeScript, false),
 		claim:    newScript(claimScript, false),
 		unclaim:  newScript(unclaimScript, false),
+		histRead: newScript(histReadScript, true),
 	}
 }
 

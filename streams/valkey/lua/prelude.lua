@@ -200,6 +200,10 @@ local function roll()
   end
   -- The new day's peak so far: the visitors present at midnight.
   redis.call('HSET', META, 'pk', today_count('u') + today_count('a'), 'pt', string.format('%d', math.floor(MID / 1000)))
+  -- The new day's history record: the count present at midnight.
+  if n > 0 then
+    history_day(n)
+  end
   if d ~= 0 and (today_count('u') ~= bu or today_count('a') ~= ba) then
     redis.call('HSET', META, 'c', string.format('%d', math.floor(MID / 1000)))
   end

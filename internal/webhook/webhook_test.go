@@ -2,16 +2,8 @@ package webhook_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/footfall/footfall/internal/webhook"
+	"github.com/footfall/footfall/internal/webhook/webhooktest"
 	"github.com/footfall/footfall/streams"
 	"github.com/footfall/footfall/streams/memory"
 	"github.com/footfall/footfall/streams/streamstest"
@@ -27,144 +20,6 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const secret = "0123456789abcdef0123456789abcdef-test"
-
-// delivery is one request the receiver got, signature checked.
-type delivery struct {
-	ID          string          `json:"id"`
-	Type        string          `json:"type"`
-	CommunityID string          `json:"community_id"`
-	Timestamp   string          `json:"timestamp"`
-	Data        json.RawMessage `json:"data"`
-	status      int
-}
-
-// receiver is a real HTTP server that verifies each request's signature
-// as a platform would, and answers what answer says.
-type receiver struct {
-	t   testing.TB
-	srv *httptest.Server
-
-	mu     sync.Mutex
-	got    []delivery
-	tries  map[string]int
-	answer func(d delivery, try int) (status int, delay time.Duration)
-	cond   *sync.Cond
-	clock  streams.Clock // what "now" is for the signature's age
-}
-
-func (r *receiver) setClock(c streams.Clock) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.clock = c
-}
-
-func newReceiver(t testing.TB, answer func(d delivery, try int) (int, time.Duration)) *receiver {
-	r := &receiver{t: t, tries: map[string]int{}, answer: answer, clock: streams.SystemClock{}}
-	r.cond = sync.NewCond(&r.mu)
-	stop := make(chan struct{})
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		now := r.clock.Now()
-		r.mu.Unlock()
-		if err := verify(req.Header.Get(webhook.SignatureHeader), body, []byte(secret), now); err != "" {
-			t.Errorf("receiver: %s (header %q)", err, req.Header.Get(webhook.SignatureHeader))
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		var d delivery
-		if err := json.Unmarshal(body, &d); err != nil {
-			t.Errorf("receiver: body %s: %v", body, err)
-		}
-		r.mu.Lock()
-		r.tries[d.ID]++
-		try := r.tries[d.ID]
-		r.mu.Unlock()
-		status, delay := http.StatusOK, time.Duration(0)
-		if r.answer != nil {
-			status, delay = r.answer(d, try)
-		}
-		if delay > 0 {
-			select {
-			case <-time.After(delay):
-			case <-req.Context().Done():
-				return
-			case <-stop:
-				return
-			}
-		}
-		d.status = status
-		w.WriteHeader(status)
-		r.mu.Lock()
-		r.got = append(r.got, d)
-		r.cond.Broadcast()
-		r.mu.Unlock()
-	}))
-	t.Cleanup(func() { close(stop); r.srv.Close() })
-	return r
-}
-
-// verify checks a Footfall-Signature header the way docs/protocol.md says
-// a receiver should; it returns what is wrong, or "".
-func verify(header string, body, key []byte, now time.Time) string {
-	var ts, sig string
-	for _, p := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(p, "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			sig = v
-		}
-	}
-	t, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return "no timestamp"
-	}
-	if d := now.Sub(time.Unix(t, 0)); d > 5*time.Minute || d < -5*time.Minute {
-		return "stale timestamp"
-	}
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(ts + "." + string(body)))
-	want := hex.EncodeToString(m.Sum(nil))
-	if !hmac.Equal([]byte(sig), []byte(want)) {
-		return "bad signature"
-	}
-	return ""
-}
-
-// delivered returns the deliveries answered 2xx.
-func (r *receiver) delivered() []delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []delivery
-	for _, d := range r.got {
-		if d.status/100 == 2 {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-func (r *receiver) all() []delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]delivery(nil), r.got...)
-}
-
-// waitDelivered waits until n deliveries were answered 2xx.
-func (r *receiver) waitDelivered(t testing.TB, n int, within time.Duration) []delivery {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if d := r.delivered(); len(d) >= n {
-			return d
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("receiver got %d deliveries answered 2xx within %v; want %d (all: %+v)", len(r.delivered()), within, n, r.all())
-	return nil
-}
 
 // start runs an engine until the test ends.
 func start(t testing.TB, o webhook.Options) *webhook.Engine {
@@ -217,20 +72,20 @@ const (
 
 func TestDeliversSignedEvents(t *testing.T) {
 	bus := newBus(t, memory.Options{})
-	rcv := newReceiver(t, nil)
+	rcv := webhooktest.Start(t, secret, nil)
 	reg := prometheus.NewRegistry()
-	start(t, webhook.Options{URL: rcv.srv.URL, Outbox: bus, Registerer: reg})
+	start(t, webhook.Options{URL: rcv.URL, Outbox: bus, Registerer: reg})
 
 	touch(t, bus, commA, "u1")
 	touch(t, bus, commA, "u2") // no event: 1 -> 2
 	leave(t, bus, commA, "u1")
 	leave(t, bus, commA, "u2")
-	got := rcv.waitDelivered(t, 2, 5*time.Second)
+	got := rcv.WaitDelivered(t, 2, 5*time.Second)
 	time.Sleep(100 * time.Millisecond)
-	if n := len(rcv.all()); n != 2 {
-		t.Fatalf("receiver got %d requests; want 2: %+v", n, rcv.all())
+	if n := len(rcv.All()); n != 2 {
+		t.Fatalf("receiver got %d requests; want 2: %+v", n, rcv.All())
 	}
-	byType := map[string]delivery{}
+	byType := map[string]webhooktest.Delivery{}
 	for _, d := range got {
 		byType[d.Type] = d
 	}
@@ -290,8 +145,8 @@ func eventually(t testing.TB, what string, cond func() bool) {
 
 func TestRetriesThroughErrorsAndTimeouts(t *testing.T) {
 	bus := newBus(t, memory.Options{})
-	rcv := newReceiver(t, func(d delivery, try int) (int, time.Duration) {
-		switch try {
+	rcv := webhooktest.Start(t, secret, func(d webhooktest.Delivery) (int, time.Duration) {
+		switch d.Try {
 		case 1:
 			return http.StatusInternalServerError, 0
 		case 2:
@@ -303,23 +158,23 @@ func TestRetriesThroughErrorsAndTimeouts(t *testing.T) {
 	})
 	reg := prometheus.NewRegistry()
 	start(t, webhook.Options{
-		URL: rcv.srv.URL, Outbox: bus, Registerer: reg,
+		URL: rcv.URL, Outbox: bus, Registerer: reg,
 		Timeout: 200 * time.Millisecond, FirstRetry: 20 * time.Millisecond,
 	})
 	touch(t, bus, commA, "u1")
-	got := rcv.waitDelivered(t, 1, 5*time.Second)
+	got := rcv.WaitDelivered(t, 1, 5*time.Second)
 	if got[0].Type != streams.WebhookOccupied {
 		t.Fatalf("delivered %+v; want community_occupied", got[0])
 	}
 	time.Sleep(100 * time.Millisecond)
-	all := rcv.all()
+	all := rcv.All()
 	for _, d := range all {
 		if d.ID != got[0].ID {
 			t.Errorf("retry carried id %q; want the same id %q", d.ID, got[0].ID)
 		}
 	}
-	if len(rcv.delivered()) != 1 {
-		t.Errorf("delivered %d times after a 2xx; want once", len(rcv.delivered()))
+	if len(rcv.Delivered()) != 1 {
+		t.Errorf("delivered %d times after a 2xx; want once", len(rcv.Delivered()))
 	}
 	for outcome, want := range map[string]float64{"rejected": 2, "timeout": 1, "delivered": 1, "gave_up": 0} {
 		if n := deliveries(t, reg, outcome); n != want {
@@ -363,17 +218,17 @@ func TestBackoffSchedule(t *testing.T) {
 
 func TestGivesUp(t *testing.T) {
 	bus := newBus(t, memory.Options{})
-	rcv := newReceiver(t, func(delivery, int) (int, time.Duration) { return http.StatusBadGateway, 0 })
+	rcv := webhooktest.Start(t, secret, func(webhooktest.Delivery) (int, time.Duration) { return http.StatusBadGateway, 0 })
 	reg := prometheus.NewRegistry()
 	start(t, webhook.Options{
-		URL: rcv.srv.URL, Outbox: bus, Registerer: reg,
+		URL: rcv.URL, Outbox: bus, Registerer: reg,
 		FirstRetry: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, GiveUp: 50 * time.Millisecond,
 	})
 	touch(t, bus, commA, "u1")
 	eventually(t, "give-up", func() bool { return deliveries(t, reg, "gave_up") == 1 })
 	// Waits 10, 20, 20: the nominal schedule reaches 50 ms at the 3rd
 	// failure, after which the event is dropped.
-	if n := len(rcv.all()); n != 3 {
+	if n := len(rcv.All()); n != 3 {
 		t.Errorf("receiver got %d attempts; want 3", n)
 	}
 	if s, _ := bus.OutboxStats(context.Background()); s.Pending != 0 {
@@ -385,13 +240,13 @@ func TestGivesUp(t *testing.T) {
 // others' and nothing of the bus.
 func TestSlowReceiverDelaysNoOtherEvent(t *testing.T) {
 	bus := newBus(t, memory.Options{})
-	rcv := newReceiver(t, func(d delivery, try int) (int, time.Duration) {
-		if d.CommunityID == commA && try == 1 {
+	rcv := webhooktest.Start(t, secret, func(d webhooktest.Delivery) (int, time.Duration) {
+		if d.CommunityID == commA && d.Try == 1 {
 			return http.StatusOK, 10 * time.Second
 		}
 		return http.StatusOK, 0
 	})
-	start(t, webhook.Options{URL: rcv.srv.URL, Outbox: bus, Timeout: 2 * time.Second, FirstRetry: 10 * time.Millisecond})
+	start(t, webhook.Options{URL: rcv.URL, Outbox: bus, Timeout: 2 * time.Second, FirstRetry: 10 * time.Millisecond})
 	touch(t, bus, commA, "u1")
 	time.Sleep(50 * time.Millisecond) // commA's delivery is hanging
 	begin := time.Now()
@@ -400,7 +255,7 @@ func TestSlowReceiverDelaysNoOtherEvent(t *testing.T) {
 	if d := time.Since(begin); d > 100*time.Millisecond {
 		t.Errorf("bus operations took %v while the receiver hangs", d)
 	}
-	got := rcv.waitDelivered(t, 2, time.Second)
+	got := rcv.WaitDelivered(t, 2, time.Second)
 	for _, d := range got {
 		if d.CommunityID != commB {
 			t.Errorf("delivered %+v first; want commB's events while commA's hangs", d)
@@ -410,7 +265,7 @@ func TestSlowReceiverDelaysNoOtherEvent(t *testing.T) {
 		t.Errorf("commB's events took %v; want well under the timeout", el)
 	}
 	// commA's event is retried after the timeout and delivered.
-	got = rcv.waitDelivered(t, 3, 5*time.Second)
+	got = rcv.WaitDelivered(t, 3, 5*time.Second)
 	if got[2].CommunityID != commA {
 		t.Errorf("third delivery %+v; want commA's", got[2])
 	}
@@ -425,8 +280,8 @@ func TestDailySummary(t *testing.T) {
 	}
 	clock := streamstest.NewFakeClock(time.Date(2026, 3, 10, 22, 0, 0, 0, loc))
 	bus := newBus(t, memory.Options{Clock: clock, Location: loc})
-	rcv := newReceiver(t, nil)
-	rcv.setClock(clock)
+	rcv := webhooktest.Start(t, secret, nil)
+	rcv.SetClock(clock)
 	touch(t, bus, commA, "u1")
 	touch(t, bus, commA, "u2")
 	clock.Advance(time.Minute)
@@ -442,12 +297,12 @@ func TestDailySummary(t *testing.T) {
 	if _, err := bus.VisitorHistory(context.Background(), commA, streams.StepDay, clock.Now(), clock.Now()); err != nil {
 		t.Skip("visitor history not available yet:", err)
 	}
-	start(t, webhook.Options{URL: rcv.srv.URL, Outbox: bus, Clock: clock, Location: loc})
+	start(t, webhook.Options{URL: rcv.URL, Outbox: bus, Clock: clock, Location: loc})
 	// Occupied and vacated: delivered at once.
-	rcv.waitDelivered(t, 2, 5*time.Second)
+	rcv.WaitDelivered(t, 2, 5*time.Second)
 
 	clock.Set(time.Date(2026, 3, 11, 0, 0, 1, 0, loc)) // after local midnight
-	got := rcv.waitDelivered(t, 3, 5*time.Second)
+	got := rcv.WaitDelivered(t, 3, 5*time.Second)
 	s := got[2]
 	if s.Type != streams.WebhookDailySummary || s.CommunityID != commA {
 		t.Fatalf("third delivery %+v; want commA's daily_summary", s)
@@ -471,7 +326,7 @@ func TestDailySummary(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	clock.Set(time.Date(2026, 3, 12, 0, 5, 0, 0, loc))
 	time.Sleep(200 * time.Millisecond)
-	if n := len(rcv.all()); n != 3 {
-		t.Errorf("receiver got %d requests; want 3: %+v", n, rcv.all())
+	if n := len(rcv.All()); n != 3 {
+		t.Errorf("receiver got %d requests; want 3: %+v", n, rcv.All())
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/footfall/footfall/internal/hangup"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/r3labs/sse/v2"
 )
 
@@ -64,6 +65,10 @@ type Options struct {
 	// DevAudience and DevIssuer go into dev tokens so that they pass the
 	// verifier's checks.
 	DevAudience, DevIssuer string
+
+	// Metrics, when set, are shown by GET /metrics after the node's own
+	// (the webhook engine's registry).
+	Metrics prometheus.Gatherer
 
 	// Web, when set, is served at / (the demo page).
 	Web fs.FS

@@ -123,6 +123,7 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	defer hooks.stop() // before the bus closes
 
 	opts := api.Options{
+		Metrics:           hooks.metrics(),
 		Bus:               bus,
 		Verifier:          verifier,
 		Log:               log,
@@ -169,7 +170,7 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log.Info("listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "bus", busName)
 
 	hs := &http.Server{
-		Handler:           hooks.handler(srv.Handler()),
+		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		// An idle keep-alive connection is closed after this (hijacked
 		// streams are not idle connections: they have their own keepalive).

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/footfall/footfall/internal/webhook"
 	"github.com/footfall/footfall/streams"
@@ -87,56 +84,10 @@ func startWebhooks(cfg config, bus streams.Bus, log *slog.Logger) (*webhooks, er
 	return w, nil
 }
 
-// handler adds the engine's metrics to the gateway's GET /metrics: the
-// gateway's exposition, then the engine's, both in the text format.
-func (w *webhooks) handler(h http.Handler) http.Handler {
+// metrics is the engine's registry for GET /metrics; nil without webhooks.
+func (w *webhooks) metrics() prometheus.Gatherer {
 	if w.reg == nil {
-		return h
+		return nil
 	}
-	own := promhttp.HandlerFor(w.reg, promhttp.HandlerOpts{})
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/metrics" || r.Method != http.MethodGet {
-			h.ServeHTTP(rw, r)
-			return
-		}
-		plain := r.Clone(r.Context())
-		plain.Header.Del("Accept")
-		plain.Header.Del("Accept-Encoding")
-		gw := &bufferWriter{header: http.Header{}}
-		h.ServeHTTP(gw, plain)
-		if gw.status != 0 && gw.status != http.StatusOK {
-			h.ServeHTTP(rw, r) // refused (a method, a limit): as the gateway says
-			return
-		}
-		mine := &bufferWriter{header: http.Header{}}
-		own.ServeHTTP(mine, plain)
-		for k, v := range gw.header {
-			if k != "Content-Length" {
-				rw.Header()[k] = v
-			}
-		}
-		rw.WriteHeader(http.StatusOK)
-		_, _ = rw.Write(gw.body.Bytes())
-		_, _ = rw.Write(mine.body.Bytes())
-	})
-}
-
-// bufferWriter is an http.ResponseWriter that keeps the response.
-type bufferWriter struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (b *bufferWriter) Header() http.Header { return b.header }
-func (b *bufferWriter) WriteHeader(s int) {
-	if b.status == 0 {
-		b.status = s
-	}
-}
-func (b *bufferWriter) Write(p []byte) (int, error) {
-	if b.status == 0 {
-		b.status = http.StatusOK
-	}
-	return b.body.Write(p)
+	return w.reg
 }

@@ -380,7 +380,7 @@ export function endpoints(base, community, stream) {
 export class FootfallHTTPError extends Error {
   /**
    * @param {number} status
-   * @param {{error?: string, message?: string, code?: number, field?: string, index?: number}} [body]
+   * @param {{error?: string, message?: string, code?: number, field?: string}} [body]
    */
   constructor(status, body = {}) {
     super(body.message || `HTTP ${status}`);

@@ -1,6 +1,7 @@
 // Package webhooktest is a webhook receiver for tests: a real HTTP server
 // that checks every request's Footfall-Signature as docs/protocol.md tells
-// a platform to, records the events and answers what the test says.
+// a platform to and its body against the OpenAPI document's WebhookEvent,
+// records the events and answers what the test says.
 package webhooktest
 
 import (
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/footfall/footfall/openapi/openapitest"
 	"github.com/footfall/footfall/streams"
 )
 
@@ -51,12 +53,13 @@ type Receiver struct {
 	tries  map[string]int
 	answer Answer
 	clock  streams.Clock
+	spec   *openapitest.Validator
 }
 
 // Start starts a receiver that checks signatures with secret; a nil
 // answer answers 200 at once.
 func Start(t testing.TB, secret string, answer Answer) *Receiver {
-	r := &Receiver{t: t, secret: []byte(secret), tries: map[string]int{}, answer: answer, clock: streams.SystemClock{}, stop: make(chan struct{})}
+	r := &Receiver{t: t, secret: []byte(secret), tries: map[string]int{}, answer: answer, clock: streams.SystemClock{}, stop: make(chan struct{}), spec: openapitest.New(t)}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	r.URL = r.srv.URL
 	t.Cleanup(func() { close(r.stop); r.srv.Close() })
@@ -87,6 +90,9 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		r.t.Errorf("webhook receiver: %s (header %q)", msg, req.Header.Get("Footfall-Signature"))
 		w.WriteHeader(http.StatusUnauthorized)
 		return
+	}
+	if err := r.spec.Webhook(body); err != nil {
+		r.t.Errorf("webhook receiver: %v", err)
 	}
 	var d Delivery
 	if err := json.Unmarshal(body, &d); err != nil {

@@ -213,6 +213,7 @@ try {
   await mod.locator('#dashboard-card').screenshot({ path: join(args.out, 'history-minutes.png') });
   await mod.click('#history-hours');
   await expectChart(mod, { state: 'ready', step: 'hour', points: '24', lastPeak: '5' });
+  await mod.evaluate(() => scrollTo(0, 0)); // the sticky header back on top after the card's shots
   await mod.screenshot({ path: join(args.out, 'history-page.png'), fullPage: true });
 
   step('phone width: the chart fits');

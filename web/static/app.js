@@ -265,10 +265,18 @@ function setDashboard(d) {
   $('d-total').textContent = today.total_unique_visitors ?? '–';
   renderPeak(d.peak_today);
   sample(d.realtime_count);
-  // A count above the chart's current bucket: the chart is behind, refresh it soon.
+  // A count above the chart's current bucket: raise its bar now (the
+  // server recorded that count too), and refresh the rest soon.
   const points = state.history.data?.points;
   const last = points?.[points.length - 1];
-  if (last && typeof d.realtime_count === 'number' && d.realtime_count > last.peak) refreshHistorySoon();
+  if (last && typeof d.realtime_count === 'number' && d.realtime_count > last.peak) {
+    const bucketMs = state.history.step === 'minute' ? 60e3 : 3600e3;
+    if (Date.now() < last.time.getTime() + bucketMs) {
+      last.peak = d.realtime_count;
+      drawHistory();
+    }
+    refreshHistorySoon();
+  }
 }
 
 /**

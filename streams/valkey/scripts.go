@@ -132,6 +132,15 @@ var claimScript string
 //go:embed lua/unclaim.lua
 var unclaimScript string
 
+// webhookEnqueueScript queues the webhook event ARGV[1] (value ARGV[2]) in
+// the community outbox KEYS[1] unless the marker KEYS[2] (same slot) says
+// it was queued before; ARGV[3] is the outbox's and the marker's expiry
+// (ms), ARGV[4] the outbox's bound. It returns 1 when the event is pending
+// (to index), 0 otherwise.
+//
+//go:embed lua/webhook_enqueue.lua
+var webhookEnqueueScript string
+
 // script is a Lua script with its SHA-1, run with EVALSHA (falling back to
 // EVAL after a server restart emptied the script cache).
 type script struct {
@@ -156,10 +165,19 @@ type scripts struct {
 	touch, leave, snapshot, reap, sync, publish *script
 	history, revoke, claim, unclaim             *script
 	histRead                                    *script
+	whEnqueue                                   *script
 }
 
-func newScripts(historyIdle, metaIdle int64) *scripts {
+// newScripts builds the scripts; webhooks turns the outbox chunk on.
+func newScripts(historyIdle, metaIdle int64, webhooks bool) *scripts {
+	wh := "0"
+	if webhooks {
+		wh = "1"
+	}
 	r := strings.NewReplacer(
+		"$WEBHOOKS", wh,
+		"$WHMAX", strconv.Itoa(streams.MaxWebhooksPerCommunity),
+		"$WHKEEP", strconv.FormatInt(streams.WebhookRetention.Milliseconds(), 10),
 		"$LIMIT", strconv.Itoa(ExactToday),
 		"$HLLS", strconv.Itoa(todayHLLs),
 		"$HISTSIZE", strconv.Itoa(HistorySize),
@@ -185,6 +203,8 @@ func newScripts(historyIdle, metaIdle int64) *scripts {
 		claim:    newScript(claimScript, false),
 		unclaim:  newScript(unclaimScript, false),
 		histRead: newScript(histReadScript, true),
+
+		whEnqueue: newScript(webhookEnqueueScript, false),
 	}
 }
 

@@ -58,6 +58,7 @@ func TestCORS(t *testing.T) {
 	}{
 		{countPath(community1), tok},
 		{"/api/v1/communities/" + community1 + "/visitor-dashboard", modTok},
+		{"/api/v1/communities/" + community1 + "/visitors/history", modTok},
 		{ssePath(community1), tok},
 		{sseDashboardPath(community1), modTok},
 	}

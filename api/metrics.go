@@ -18,6 +18,8 @@ import (
 // or a user; per-community figures go through GET .../stats instead.
 type metrics struct {
 	reg *prometheus.Registry
+	// gather is what GET /metrics shows: reg, then Options.Metrics.
+	gather prometheus.Gatherer
 
 	open          *prometheus.GaugeVec     // transport, stream
 	accepted      *prometheus.CounterVec   // transport, stream
@@ -104,6 +106,10 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	reg.MustRegister(busCollectors(s.bus)...)
+	m.gather = reg
+	if s.opts.Metrics != nil {
+		m.gather = prometheus.Gatherers{reg, s.opts.Metrics}
+	}
 	return m
 }
 
@@ -149,7 +155,7 @@ func busCollectors(bus streams.Bus) []prometheus.Collector {
 }
 
 func (m *metrics) handler() echo.HandlerFunc {
-	return echo.WrapHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	return echo.WrapHandler(promhttp.HandlerFor(m.gather, promhttp.HandlerOpts{}))
 }
 
 func (m *metrics) refusedWith(transport string, code int) {

@@ -45,10 +45,14 @@ func (s *Server) routes() *echo.Echo {
 	// REST snapshots (docs/protocol.md, streams), with the streams' credentials.
 	e.GET("/api/v1/communities/:id/visitors/count", s.restCount, s.cors, s.limitRequests)
 	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard, s.cors, s.limitRequests)
+	// Visitor history (docs/protocol.md, history): dashboard credentials or
+	// the service API key.
+	e.GET("/api/v1/communities/:id/visitors/history", s.visitorHistory, s.cors, s.limitRequests)
 
 	for _, p := range []string{
 		"/sse/communities/:id/visitors/", "/sse/communities/:id/visitor-dashboard/",
 		"/api/v1/communities/:id/visitors/count", "/api/v1/communities/:id/visitor-dashboard",
+		"/api/v1/communities/:id/visitors/history",
 	} {
 		e.OPTIONS(p, s.preflight)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options are a Server's dependencies and settings.
@@ -63,6 +64,10 @@ type Options struct {
 	// DevAudience and DevIssuer go into dev tokens so that they pass the
 	// verifier's checks.
 	DevAudience, DevIssuer string
+
+	// Metrics, when set, are shown by GET /metrics after the node's own
+	// (the webhook engine's registry).
+	Metrics prometheus.Gatherer
 
 	// Web, when set, is served at / (the demo page).
 	Web fs.FS

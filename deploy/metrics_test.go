@@ -10,6 +10,7 @@ import (
 	"go/token"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,7 +159,7 @@ func TestDeployMetricsExist(t *testing.T) {
 	exported := exportedMetrics(t)
 	// A labelled metric has no series until something happens to it (a
 	// hook call, say); those the test's traffic did not reach count from
-	// their declaration in api/.
+	// their declaration in api/ or internal/webhook.
 	for m := range declaredMetrics(t) {
 		exported[m] = true
 	}
@@ -327,8 +328,9 @@ func TestPromtool(t *testing.T) {
 }
 
 // exportedMetrics runs footfall on a real Valkey (the bus with the most
-// metrics), opens and closes a WebSocket stream and has one refused, so
-// that every labelled metric has a series, and returns the metric names
+// metrics) with webhooks to a real receiver, opens and closes a WebSocket
+// stream and has one refused, so that every labelled metric has a series
+// (the webhook engine's have theirs from the start), and returns the metric names
 // of its /metrics: histograms with their _bucket, _sum and _count.
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
@@ -341,7 +343,16 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		t.Fatalf("go build ./cmd/footfall: %v\n%s", err, out)
 	}
 	const secret = "deploy-metrics-0123456789abcdef0123456789"
-	environ := append(os.Environ(), "FOOTFALL_JWT_SECRET="+secret, "FOOTFALL_VALKEY_URL="+valkey.URL())
+	// Webhooks on, to a real receiver, so that the webhook engine's
+	// metrics join /metrics (a 32-byte secret: at least 16 are required).
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
+	const webhookSecret = "deploy-webhook-0123456789abcdef!"
+	environ := append(os.Environ(), "FOOTFALL_JWT_SECRET="+secret, "FOOTFALL_VALKEY_URL="+valkey.URL(),
+		"FOOTFALL_WEBHOOK_URL="+receiver.URL, "FOOTFALL_WEBHOOK_SECRET="+webhookSecret)
 	base := startFootfall(t, bin, environ)
 
 	const community = "123e4567-e89b-12d3-a456-426614174000"
@@ -370,7 +381,8 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		c.Close()
 	}
 
-	want := []string{"footfall_connections_closed_total", "footfall_connections_refused_total", "footfall_messages_sent_total"}
+	want := []string{"footfall_connections_closed_total", "footfall_connections_refused_total", "footfall_messages_sent_total",
+		"footfall_webhook_deliveries_total", "footfall_webhook_queue_length"}
 	var names map[string]bool
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -469,14 +481,25 @@ func startFootfall(t *testing.T, bin string, environ []string) string {
 	return ""
 }
 
-// declaredMetrics are the metrics api/ declares with prometheus.CounterOpts,
-// GaugeOpts, HistogramOpts or SummaryOpts literals (Name: "..."), with the
-// series names of histograms and summaries.
+// metricPackages are the packages whose metric declarations
+// declaredMetrics reads: the node's own (api/) and the webhook engine's.
+var metricPackages = []string{"../api", "../internal/webhook"}
+
+// declaredMetrics are the metrics metricPackages declare with
+// prometheus.CounterOpts, GaugeOpts, HistogramOpts or SummaryOpts literals
+// (Name: "..."), with the series names of histograms and summaries.
 func declaredMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	files, err := filepath.Glob("../api/*.go")
-	if err != nil {
-		t.Fatal(err)
+	var files []string
+	for _, dir := range metricPackages {
+		fs, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fs) == 0 {
+			t.Fatalf("no Go files in %s", dir)
+		}
+		files = append(files, fs...)
 	}
 	names := map[string]bool{}
 	fset := token.NewFileSet()
@@ -531,8 +554,10 @@ func declaredMetrics(t *testing.T) map[string]bool {
 			return true
 		})
 	}
-	if !names["footfall_connections_open"] {
-		t.Fatalf("found no footfall_connections_open among the metrics api/ declares (%v): the parse missed them", names)
+	for _, m := range []string{"footfall_connections_open", "footfall_webhook_deliveries_total"} {
+		if !names[m] {
+			t.Fatalf("found no %s among the metrics %v declare (%v): the parse missed them", m, metricPackages, names)
+		}
 	}
 	return names
 }

@@ -208,6 +208,7 @@ func TestOperations(t *testing.T) {
 		"GET /sse/communities/{id}/visitor-dashboard/",
 		"GET /api/v1/communities/{id}/visitors/count",
 		"GET /api/v1/communities/{id}/visitor-dashboard",
+		"GET /api/v1/communities/{id}/visitors/history",
 		"POST /api/v1/communities/{id}/visitor-events",
 		"POST /api/v1/communities/{id}/metrics",
 		"POST /api/v1/communities/{id}/conversions",
@@ -222,6 +223,7 @@ func TestOperations(t *testing.T) {
 		"OPTIONS /sse/communities/{id}/visitor-dashboard/",
 		"OPTIONS /api/v1/communities/{id}/visitors/count",
 		"OPTIONS /api/v1/communities/{id}/visitor-dashboard",
+		"OPTIONS /api/v1/communities/{id}/visitors/history",
 	}
 	slices.Sort(want)
 	if got := v.Operations(); !slices.Equal(got, want) {
@@ -485,4 +487,29 @@ func TestConcurrentUse(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestWebhookSchema: the webhook body's schema accepts the events footfall
+// sends and refuses a stray field, an unknown type or a missing id.
+func TestWebhookSchema(t *testing.T) {
+	v := openapitest.New(t)
+	for _, ok := range []string{
+		`{"id":"c1:e-1","type":"community_occupied","community_id":"c1","timestamp":"2026-12-04T10:00:00Z","data":{"count":1}}`,
+		`{"id":"c1:e-2","type":"community_vacated","community_id":"c1","timestamp":"2026-12-04T10:00:05Z","data":{"count":0}}`,
+		`{"id":"c1:daily-2026-12-03","type":"daily_summary","community_id":"c1","timestamp":"2026-12-04T00:00:00Z","data":{"authenticated_visitors":1,"anonymous_visitors":0,"total_unique_visitors":1,"peak":1,"peak_at":null}}`,
+	} {
+		if err := v.Webhook([]byte(ok)); err != nil {
+			t.Errorf("Webhook(%s) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{
+		`{"id":"c1:e-1","type":"community_occupied","community_id":"c1","timestamp":"2026-12-04T10:00:00Z","data":{"count":1},"extra":1}`,
+		`{"id":"c1:e-1","type":"community_full","community_id":"c1","timestamp":"2026-12-04T10:00:00Z","data":{"count":1}}`,
+		`{"type":"community_occupied","community_id":"c1","timestamp":"2026-12-04T10:00:00Z","data":{"count":1}}`,
+		`{"id":"c1:e-1","type":"community_occupied","community_id":"c1","timestamp":"2026-12-04T10:00:00Z","data":{"count":-1}}`,
+	} {
+		if err := v.Webhook([]byte(bad)); err == nil {
+			t.Errorf("Webhook(%s) accepted", bad)
+		}
+	}
 }

@@ -57,6 +57,63 @@ export interface AnalyticsUpdate {
   timestamp?: string;
 }
 
+/** The size of a history bucket. */
+export type HistoryStep = 'minute' | 'hour' | 'day';
+
+/** What visitorHistory asks for. */
+export interface HistoryOptions {
+  /**
+   * Start: a Date, an RFC 3339 string (sent as it is), or ms since the epoch.
+   * Default (footfall's): an hour (minute), a day (hour) or 30 days (day) before `to`.
+   */
+  from?: Date | string | number;
+  /** End, likewise; default: now. Footfall answers up to now at most. */
+  to?: Date | string | number;
+  /** Bucket size; default 'hour'. Footfall keeps minutes 48 hours, hours 90 days, days 400 days. */
+  step?: HistoryStep;
+  /** Aborts the request (the promise rejects with fetch's AbortError). */
+  signal?: AbortSignal;
+}
+
+/** One bucket of the visitor history. */
+export interface HistoryPoint {
+  /** The bucket's start. */
+  time: Date;
+  /** The highest count in the bucket; 0 when nobody was present. */
+  peak: number;
+  /** The time-weighted average count in the bucket. */
+  average: number;
+  /** Day points: distinct signed-in visitors that day. */
+  authenticated_visitors?: number;
+  /** Day points: distinct anonymous visitors that day. */
+  anonymous_visitors?: number;
+  /** Day points: both. */
+  total_unique_visitors?: number;
+  /** Day points: when the peak was first reached; absent for a day with nobody. */
+  peak_at?: Date | null;
+}
+
+/** What visitorHistory resolves to: the endpoint's JSON with its times as Dates. */
+export interface VisitorHistory {
+  community_id: string;
+  step: HistoryStep;
+  /** Oldest first, one per bucket from `from` to `to`; the last is the current bucket so far. */
+  points: HistoryPoint[];
+}
+
+/** A REST request footfall refused: the status and the error body `{"error","message","code"?,"field"?}`. */
+export class FootfallHTTPError extends Error {
+  constructor(status: number, body?: { error?: string; message?: string; code?: number; field?: string });
+  /** The HTTP status. */
+  status: number;
+  /** The body's slug: invalid_query, unauthorized, forbidden, not_found, ... */
+  error: string;
+  /** The auth code (4001-4004) of an authentication outcome. */
+  code: number | undefined;
+  /** The parameter a 400 names: from, to or step. */
+  field: string | undefined;
+}
+
 // Server messages (README, "The protocol in short"). Timestamps are RFC 3339
 // UTC, whole seconds.
 
@@ -250,6 +307,14 @@ export class FootfallClient {
   setToken(token: string): void;
   /** Asks for the current count now: request_count on WebSocket, a snapshot fetch on SSE and polling. */
   requestCount(): void;
+  /**
+   * The visitor history (peak and average count per minute, hour or day) of
+   * this community, or of another one, with the client's credential
+   * (moderators, admins). Times come back as Dates; a refusal rejects with
+   * a FootfallHTTPError.
+   */
+  visitorHistory(options?: HistoryOptions): Promise<VisitorHistory>;
+  visitorHistory(community: string, options?: HistoryOptions): Promise<VisitorHistory>;
 }
 
 /** Shorthand for new FootfallClient(options). */

@@ -74,6 +74,31 @@
  * @property {unknown} value
  * @property {string} [timestamp]
  */
+/** @typedef {'minute' | 'hour' | 'day'} HistoryStep */
+/**
+ * @typedef {object} HistoryOptions
+ * @property {Date | string | number} [from] start (a Date, an RFC 3339 string, or ms since the epoch); default
+ *   (footfall's): an hour (minute), a day (hour) or 30 days (day) before `to`
+ * @property {Date | string | number} [to] end, likewise; default: now
+ * @property {HistoryStep} [step] bucket size (default 'hour')
+ * @property {AbortSignal} [signal] aborts the request
+ */
+/**
+ * @typedef {object} HistoryPoint
+ * @property {Date} time the bucket's start
+ * @property {number} peak the highest count in the bucket (0: nobody came)
+ * @property {number} average the time-weighted average count
+ * @property {number} [authenticated_visitors] day points: distinct signed-in visitors
+ * @property {number} [anonymous_visitors] day points: distinct anonymous visitors
+ * @property {number} [total_unique_visitors] day points: both
+ * @property {Date | null} [peak_at] day points: when the peak was first reached
+ */
+/**
+ * @typedef {object} VisitorHistory
+ * @property {string} community_id
+ * @property {HistoryStep} step
+ * @property {HistoryPoint[]} points oldest first; the last is the current bucket, so far
+ */
 /**
  * @typedef {object} ServerMessage
  * @property {string} type
@@ -346,6 +371,60 @@ export function endpoints(base, community, stream) {
 }
 
 // ---------------------------------------------------------------------------
+// One-off REST requests (visitor history).
+
+/**
+ * A REST request footfall refused: the HTTP status and the error body of
+ * docs/protocol.md, fine print ({"error":SLUG,"message":..,"code"?,"field"?}).
+ */
+export class FootfallHTTPError extends Error {
+  /**
+   * @param {number} status
+   * @param {{error?: string, message?: string, code?: number, field?: string}} [body]
+   */
+  constructor(status, body = {}) {
+    super(body.message || `HTTP ${status}`);
+    this.name = 'FootfallHTTPError';
+    /** The HTTP status. */
+    this.status = status;
+    /** The body's slug: invalid_query, unauthorized, forbidden, not_found, ... */
+    this.error = typeof body.error === 'string' ? body.error : 'http_error';
+    /** The auth code (4001-4004) of an authentication outcome. @type {number | undefined} */
+    this.code = typeof body.code === 'number' ? body.code : undefined;
+    /** The parameter a 400 names (from, to, step). @type {string | undefined} */
+    this.field = typeof body.field === 'string' ? body.field : undefined;
+  }
+}
+
+/**
+ * A history bound as the endpoint takes it: RFC 3339, whole seconds, UTC
+ * for a Date or a number; a string is sent as it is (footfall checks it).
+ * @param {Date | string | number} t
+ * @param {string} name
+ */
+function rfc3339(t, name) {
+  if (typeof t === 'string') return t;
+  if (typeof t !== 'number' && !(t instanceof Date)) throw new TypeError(`footfall: ${name} must be a Date, an RFC 3339 string or ms since the epoch`);
+  const d = new Date(t instanceof Date ? t.getTime() : t);
+  if (Number.isNaN(d.getTime())) throw new TypeError(`footfall: ${name} is not a valid time`);
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * The history endpoint's JSON with its times as Dates.
+ * @param {any} body
+ * @returns {VisitorHistory}
+ */
+function historyOf(body) {
+  const points = body.points.map((/** @type {any} */ p) => {
+    const point = { ...p, time: new Date(p.time) };
+    if ('peak_at' in p) point.peak_at = typeof p.peak_at === 'string' && p.peak_at ? new Date(p.peak_at) : null;
+    return point;
+  });
+  return { ...body, points };
+}
+
+// ---------------------------------------------------------------------------
 // Transports. Each opens one connection and reports through handlers:
 //   open()                 the connection works (first open)
 //   message(msg, raw)      a server message
@@ -393,10 +472,10 @@ export function endpoints(base, community, stream) {
  * @param {TransportEnv} env
  * @param {Record<string, string>} [extra] more headers
  * @param {AbortSignal} [signal]
+ * @param {string} [token] the token to send (default: the client's)
  * @returns {RequestInit}
  */
-function restInit(env, extra = {}, signal) {
-  const token = env.token();
+function restInit(env, extra = {}, signal, token = env.token()) {
   /** @type {RequestInit} */
   const init = { headers: token ? { Authorization: `Bearer ${token}`, ...extra } : { ...extra }, cache: 'no-store' };
   if (env.withCredentials) init.credentials = 'include';
@@ -810,6 +889,8 @@ export class FootfallClient {
   #ladder;
   /** @type {TransportEnv} */
   #env;
+  /** The base URL, without trailing slashes. */
+  #base = '';
 
   /** @type {Status} */
   #status = 'idle';
@@ -840,6 +921,7 @@ export class FootfallClient {
     const g = /** @type {any} */ (globalThis);
     const base = options.url ?? g.location?.origin;
     if (!base) throw new TypeError('footfall: url is required outside a browser page');
+    this.#base = String(base).replace(/\/+$/, '');
     this.community = options.community;
     /** @type {StreamName} */
     this.stream = options.stream === 'dashboard' ? 'dashboard' : 'visitors';
@@ -990,6 +1072,67 @@ export class FootfallClient {
     probeSnapshot(this.#env).then((r) => {
       if (r && this.#running && this.#main?.t === t) this.#handle(r.msg, r.raw, /** @type {Transport} */ (t ?? 'polling'));
     });
+  }
+
+  /**
+   * The visitor history of this community (or another one), from footfall's
+   * history endpoint (docs/protocol.md, history): the peak and time-weighted
+   * average count per minute, hour or day, oldest first, the last point the
+   * current bucket so far. It needs a moderator or admin credential and
+   * sends the client's own, as its REST snapshots do (the token as
+   * Authorization, or else cookies); without a token it asks getToken first,
+   * and once more on 4004 (expired). The client need not be connected.
+   *
+   * Resolves to the endpoint's JSON with `time` (and the day points'
+   * `peak_at`) as Date objects. Rejects with a FootfallHTTPError (status,
+   * error, message, code, field) when footfall refuses, with a TypeError
+   * for a bad step or time before any request, and with fetch's own error
+   * for a network failure or an abort.
+   *
+   *   const { points } = await client.visitorHistory({ step: 'hour' }); // the last 24 hours
+   *
+   * @param {string | HistoryOptions} [community] default: the client's community
+   * @param {HistoryOptions} [options]
+   * @returns {Promise<VisitorHistory>}
+   */
+  async visitorHistory(community, options) {
+    if (typeof community !== 'string') {
+      options = community;
+      community = this.community;
+    }
+    const { from, to, step = 'hour', signal } = options ?? {};
+    if (step !== 'minute' && step !== 'hour' && step !== 'day') throw new TypeError(`footfall: unknown history step ${JSON.stringify(step)}`);
+    // Bounds left out are footfall's to choose: `to` now, `from` an hour
+    // (minute), a day (hour) or 30 days (day) before `to`.
+    const query = new URLSearchParams({ step });
+    if (from !== undefined) query.set('from', rfc3339(from, 'from'));
+    if (to !== undefined) query.set('to', rfc3339(to, 'to'));
+    const url = `${this.#base}/api/v1/communities/${encodeURIComponent(community)}/visitors/history?${query}`;
+    let token = this.#token;
+    if (!token && this.#getToken) {
+      token = await this.#getToken('initial');
+      if (typeof token !== 'string') token = '';
+      if (token && !this.#running && !this.#token) this.#token = token;
+    }
+    for (let refreshed = false; ; refreshed = true) {
+      const res = await this.#env.fetch(url, restInit(this.#env, { Accept: 'application/json' }, signal, token));
+      /** @type {any} */
+      let body = null;
+      try {
+        body = await res.json();
+      } catch {
+        /* not JSON */
+      }
+      if (res.ok && body && Array.isArray(body.points)) return historyOf(body);
+      if (res.ok) throw new FootfallHTTPError(res.status, { error: 'invalid_response', message: 'the history endpoint answered something else than its JSON' });
+      const err = new FootfallHTTPError(res.status, body && typeof body === 'object' ? body : {});
+      if (refreshed || err.code !== 4004 || !this.#getToken) throw err;
+      const fresh = await this.#getToken('expired');
+      if (typeof fresh !== 'string' || !fresh || fresh === token) throw err;
+      token = fresh;
+      if (this.#running) this.setToken(fresh);
+      else this.#token = fresh;
+    }
   }
 
   // --- internals ---

@@ -144,7 +144,8 @@ type runResult struct {
 	Runs   []Report `json:"runs"`
 }
 
-// targetCheck is one issue-6 target checked against a measurement.
+// targetCheck is one benchmark target (BENCHMARKS.md, "Targets") checked
+// against a measurement.
 type targetCheck struct {
 	What     string  `json:"what"`
 	Target   string  `json:"target"`
@@ -186,7 +187,7 @@ func newCompare(base, ff runResult) compareResult {
 	return cr
 }
 
-// checkTargets lists the issue-6 targets a run report speaks to.
+// checkTargets lists the benchmark targets a run report speaks to.
 func checkTargets(f Report, p99Ratio float64) []targetCheck {
 	var ts []targetCheck
 	if f.Broadcasts > 0 {

@@ -62,6 +62,7 @@ type config struct {
 	MaxTokenComms     int
 	MaxBodyBytes      int
 	MaxBatch          int
+	Webhook           webhookConfig
 
 	// DevIgnored names the variables --dev ignored because they were set
 	// (credentials, the bus): run says so once.
@@ -119,7 +120,7 @@ func secretSetting(s setting, minBytes int) setting {
 // settings is the configuration table; each setting stores its value into
 // c. To add a setting, add a line.
 func (c *config) settings() []setting {
-	return []setting{
+	return append([]setting{
 		{flag: "addr", def: ":8080", devDef: devAddr, usage: "listen address (--dev: " + devAddr + ")", set: text(&c.Addr)},
 		{flag: "valkey-url", usage: "Valkey URL (redis://, rediss://, valkey://, valkeys://) or comma-separated cluster seeds; empty = embedded in-memory bus", set: text(&c.ValkeyURL), devIgnores: true, secretPart: urlPassword},
 		secretSetting(setting{flag: "jwt-secret", usage: "HS256 secret, at least 32 bytes", set: raw(&c.JWTSecret)}, minSecretBytes),
@@ -164,7 +165,7 @@ func (c *config) settings() []setting {
 		{flag: "max-token-communities", def: "1000", usage: "most entries in a JWT's communities claim", set: positiveInt(&c.MaxTokenComms)},
 		{flag: "max-body-bytes", def: "1048576", usage: "largest service-API request body", set: positiveInt(&c.MaxBodyBytes)},
 		{flag: "max-batch", def: "1000", usage: "most events in one visitor-events batch", set: positiveInt(&c.MaxBatch)},
-	}
+	}, c.webhookSettings()...)
 }
 
 // parseConfig reads flags over environment variables over defaults. Flag

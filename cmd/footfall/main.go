@@ -116,8 +116,14 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer bus.Close()
+	hooks, err := startWebhooks(cfg, bus, log)
+	if err != nil {
+		return err
+	}
+	defer hooks.stop() // before the bus closes
 
 	opts := api.Options{
+		Metrics:           hooks.metrics(),
 		Bus:               bus,
 		Verifier:          verifier,
 		Log:               log,
@@ -225,7 +231,11 @@ const valkeyStartTimeout = 8 * time.Second
 // error (exit 2, one line), reported within valkeyStartTimeout.
 func openBus(ctx context.Context, cfg config, log *slog.Logger) (streams.Bus, string, error) {
 	if cfg.ValkeyURL == "" {
-		return memory.New(memory.Options{Location: cfg.Timezone}), "memory", nil
+		var outbox *memory.Outbox
+		if cfg.Webhook.URL != "" {
+			outbox = &memory.Outbox{}
+		}
+		return memory.New(memory.Options{Location: cfg.Timezone, Webhooks: outbox}), "memory", nil
 	}
 	vctx, cancel := context.WithTimeout(ctx, valkeyStartTimeout)
 	defer cancel()
@@ -235,6 +245,7 @@ func openBus(ctx context.Context, cfg config, log *slog.Logger) (streams.Bus, st
 		PresenceTTL: cfg.PresenceTTL,
 		Location:    cfg.Timezone,
 		Log:         log.With("component", "valkey"),
+		Webhooks:    cfg.Webhook.URL != "",
 	})
 	if err != nil {
 		if ctx.Err() != nil {

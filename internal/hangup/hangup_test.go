@@ -153,8 +153,8 @@ func TestResetAndClose(t *testing.T) {
 }
 
 // TestChattyPeerIsGone: a peer that keeps sending is reported gone once it
-// sent more than MaxInput (it used to be read and dropped for ever, keeping
-// the Watcher's goroutine busy).
+// sent more than MaxInput, rather than read and dropped for ever, which
+// would keep the Watcher's goroutine busy.
 func TestChattyPeerIsGone(t *testing.T) {
 	if !hangup.Supported {
 		t.Skip("no Watcher on this platform")

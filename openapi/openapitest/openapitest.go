@@ -372,6 +372,23 @@ func (v *Validator) Broadcast(stream string, data []byte) error {
 	return nil
 }
 
+// Webhook validates the body of a webhook delivery against
+// components/schemas/WebhookEvent.
+func (v *Validator) Webhook(body []byte) error {
+	value, _, err := decodeMessage(body)
+	if err != nil {
+		return fmt.Errorf("webhook %s: %w", snippet(body), err)
+	}
+	schema := v.doc.Components.Schemas["WebhookEvent"]
+	if schema == nil || schema.Value == nil {
+		return fmt.Errorf("openapi.yaml: components/schemas/WebhookEvent is missing")
+	}
+	if err := schema.Value.VisitJSON(value, openapi3.VisitAsResponse()); err != nil {
+		return fmt.Errorf("webhook %s: %w", snippet(body), err)
+	}
+	return nil
+}
+
 // decodeMessage decodes a JSON object with a string "type".
 func decodeMessage(data []byte) (any, string, error) {
 	var value any

@@ -66,6 +66,10 @@ type Options struct {
 	// HistoryAge is how long each event is kept at least (default 5m),
 	// as long as the community holds no more than MaxHistory events.
 	HistoryAge time.Duration
+	// Webhooks, when set, is where the bus queues webhook events (its
+	// zero value is ready; docs/protocol.md, webhooks). Nil: none are
+	// queued and the outbox costs nothing.
+	Webhooks *Outbox
 }
 
 func (o Options) withDefaults() Options {
@@ -209,6 +213,7 @@ type community struct {
 	todayFig  streams.Today
 	peak      streams.Peak // today's peak count, first reached at
 	changed   time.Time
+	hist      history // visitor history (history.go)
 }
 
 type stored struct {
@@ -297,6 +302,7 @@ func (c *community) rollDay(mid time.Time) {
 	c.dayStart = mid
 	// The new day's peak so far: the visitors present at midnight.
 	c.peak = streams.Peak{Count: c.todayFig.Total(), At: mid.Unix()}
+	c.startDay(mid)
 	if !first && c.todayFig != before {
 		c.changed = stamp(mid)
 	}

@@ -108,6 +108,7 @@ func Run(t *testing.T, newBus func(t testing.TB, opts Options) streams.Bus) {
 		{"AnonymousIdentities", []subtest{
 			{"TokenIsServiceAnonymous", s.testAnonymousSources},
 		}},
+		{"VisitorHistory", s.historyTests()},
 		{"Sessions", []subtest{
 			{"CreateGet", s.testSessionCreateGet},
 			{"NotFound", s.testSessionNotFound},

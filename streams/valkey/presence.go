@@ -32,6 +32,8 @@ type reply struct {
 	changedAt int64 // unix seconds of the last presence change, 0 if none
 	epoch     string
 	peak      streams.Peak
+	// outbox: the webhook outbox's day to note and pending ids (outbox.go).
+	outbox outboxReply
 }
 
 // lastID is the ID of the event numbered r.seq ("" if none).
@@ -47,8 +49,12 @@ func parseReply(res valkey.ValkeyResult) (reply, error) {
 	if err != nil {
 		return reply{}, err
 	}
-	if len(vals) != 10 {
+	if len(vals) != 11 {
 		return reply{}, fmt.Errorf("unexpected reply of %d elements", len(vals))
+	}
+	ob, err := parseOutboxReply(vals[10])
+	if err != nil {
+		return reply{}, err
 	}
 	var n [7]int64
 	for i := range n {
@@ -75,6 +81,7 @@ func parseReply(res valkey.ValkeyResult) (reply, error) {
 		changedAt: n[6],
 		epoch:     epoch,
 		peak:      streams.Peak{Count: int(peak[0]), At: peak[1]},
+		outbox:    ob,
 	}, nil
 }
 
@@ -227,6 +234,7 @@ func (b *Bus) runTouch(ctx context.Context, s streams.Source, lease string) (rep
 	if err != nil {
 		return reply{}, fmt.Errorf("valkey: touch: %w", err)
 	}
+	b.afterOutbox(ctx, s.Community, r.outbox)
 	if r.extra == 1 {
 		// The community's earliest deadline moved earlier: tell the
 		// reapers. Lower only (LT), so a stale hint never delays them.
@@ -286,6 +294,7 @@ func (b *Bus) runLeave(ctx context.Context, community string, v streams.Visitor,
 	if err != nil {
 		return reply{}, fmt.Errorf("valkey: leave: %w", err)
 	}
+	b.afterOutbox(ctx, community, r.outbox)
 	return r, nil
 }
 
@@ -299,6 +308,7 @@ func (b *Bus) Snapshot(ctx context.Context, community string) (streams.Snapshot,
 	if err != nil {
 		return streams.Snapshot{}, fmt.Errorf("valkey: snapshot: %w", err)
 	}
+	b.afterOutbox(ctx, community, r.outbox)
 	snap := streams.Snapshot{Community: community, Count: r.count, Today: r.today, Peak: r.peak, Seq: r.seq, LastID: r.lastID()}
 	if r.changedAt > 0 {
 		snap.Changed = time.Unix(r.changedAt, 0).UTC()

@@ -70,6 +70,9 @@ func (b *Bus) reapTTL(ctx context.Context) error {
 		for i, r := range b.s.snapshot.execMany(ctx, b.client, execs) {
 			if r.Error() == nil {
 				done = append(done, comms[i])
+				if rep, err := parseReply(r); err == nil {
+					b.afterOutbox(ctx, comms[i], rep.outbox)
+				}
 			}
 		}
 		if len(done) == 0 {
@@ -192,6 +195,7 @@ func (b *Bus) reapCommunities(ctx context.Context, lease string, comms []string)
 				if err != nil {
 					return err
 				}
+				b.afterOutbox(ctx, batch[j], r.outbox)
 				if r.extra > 0 {
 					again = append(again, batch[j])
 				}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/footfall/footfall/streams"
 )
 
 // The Lua scripts. Every change of a community's state is one script on
@@ -39,6 +41,14 @@ var prelude string
 //
 //go:embed lua/record.lua
 var recordChunk string
+
+// histReadScript returns the community's present count and the history
+// records of step ARGV[1] ("m", "h" or "d") of the buckets starting at
+// ARGV[2..] (unix ms), "" for a bucket without one (../history.go). It
+// reads only.
+//
+//go:embed lua/histread.lua
+var histReadScript string
 
 //go:embed lua/outbox.lua
 var outboxChunk string
@@ -122,6 +132,15 @@ var claimScript string
 //go:embed lua/unclaim.lua
 var unclaimScript string
 
+// webhookEnqueueScript queues the webhook event ARGV[1] (value ARGV[2]) in
+// the community outbox KEYS[1] unless the marker KEYS[2] (same slot) says
+// it was queued before; ARGV[3] is the outbox's and the marker's expiry
+// (ms), ARGV[4] the outbox's bound. It returns 1 when the event is pending
+// (to index), 0 otherwise.
+//
+//go:embed lua/webhook_enqueue.lua
+var webhookEnqueueScript string
+
 // script is a Lua script with its SHA-1, run with EVALSHA (falling back to
 // EVAL after a server restart emptied the script cache).
 type script struct {
@@ -145,10 +164,20 @@ func newScript(src string, readOnly bool) *script {
 type scripts struct {
 	touch, leave, snapshot, reap, sync, publish *script
 	history, revoke, claim, unclaim             *script
+	histRead                                    *script
+	whEnqueue                                   *script
 }
 
-func newScripts(historyIdle, metaIdle int64) *scripts {
+// newScripts builds the scripts; webhooks turns the outbox chunk on.
+func newScripts(historyIdle, metaIdle int64, webhooks bool) *scripts {
+	wh := "0"
+	if webhooks {
+		wh = "1"
+	}
 	r := strings.NewReplacer(
+		"$WEBHOOKS", wh,
+		"$WHMAX", strconv.Itoa(streams.MaxWebhooksPerCommunity),
+		"$WHKEEP", strconv.FormatInt(streams.WebhookRetention.Milliseconds(), 10),
 		"$LIMIT", strconv.Itoa(ExactToday),
 		"$HLLS", strconv.Itoa(todayHLLs),
 		"$HISTSIZE", strconv.Itoa(HistorySize),
@@ -157,6 +186,9 @@ func newScripts(historyIdle, metaIdle int64) *scripts {
 		"$LOGTTL", strconv.FormatInt(historyIdle, 10),
 		"$METATTL", strconv.FormatInt(metaIdle, 10),
 		"$EXPIREMAX", strconv.Itoa(maxPerRun),
+		"$HISTKEEPM", strconv.FormatInt(historyKeep(streams.StepMinute), 10),
+		"$HISTKEEPH", strconv.FormatInt(historyKeep(streams.StepHour), 10),
+		"$HISTKEEPD", strconv.FormatInt(historyKeep(streams.StepDay), 10),
 	)
 	pre := r.Replace(strings.Replace(prelude, "-- $RECORD", recordChunk+outboxChunk, 1))
 	return &scripts{
@@ -170,6 +202,9 @@ func newScripts(historyIdle, metaIdle int64) *scripts {
 		revoke:   newScript(revokeScript, false),
 		claim:    newScript(claimScript, false),
 		unclaim:  newScript(unclaimScript, false),
+		histRead: newScript(histReadScript, true),
+
+		whEnqueue: newScript(webhookEnqueueScript, false),
 	}
 }
 

@@ -192,6 +192,9 @@ type Options struct {
 	ReapInterval time.Duration
 	// Log receives the bus's warnings (default: discarded).
 	Log *slog.Logger
+	// Webhooks turns the webhook outbox on (docs/protocol.md, webhooks;
+	// outbox.go). Off, nothing is queued and it costs nothing.
+	Webhooks bool
 }
 
 func (o Options) withDefaults() Options {
@@ -288,7 +291,7 @@ func New(ctx context.Context, opts Options) (*Bus, error) {
 		opts:       opts,
 		client:     client,
 		cluster:    client.Mode() == valkey.ClientModeCluster,
-		s:          newScripts(HistoryIdle.Milliseconds(), MetaIdle.Milliseconds()),
+		s:          newScripts(HistoryIdle.Milliseconds(), MetaIdle.Milliseconds(), opts.Webhooks),
 		log:        opts.Log,
 		stop:       make(chan struct{}),
 		topics:     make(map[string]*topic),

@@ -57,6 +57,15 @@ const state = {
   simTimer: 0,
   /** @type {{t: number, v: number}[]} */ samples: [],
   /** @type {Map<string, {value: unknown, timestamp?: string}>} */ metrics: new Map(),
+  /** The dashboard's visitor history chart (moderators and admins only). */
+  history: {
+    /** @type {'hour' | 'minute'} */ step: 'hour',
+    /** @type {import('./footfall-client.js').VisitorHistory | null} */ data: null,
+    /** @type {AbortController | null} */ inflight: null,
+    refresh: 0, // the every-minute timer
+    soon: 0, // a refresh asked for by a new peak, throttled
+    loadedAt: 0,
+  },
 };
 
 // ---------------------------------------------------------------- log
@@ -245,21 +254,58 @@ setInterval(() => {
 }, 1000);
 addEventListener('resize', drawChart);
 
+/** HH:MM in the viewer's time zone, 00-23 whatever the locale's habit. */
+const hhmm = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+
 function setDashboard(d) {
   const today = d.today_visitors ?? {};
   $('d-realtime').textContent = d.realtime_count ?? '–';
   $('d-auth').textContent = today.authenticated_visitors ?? '–';
   $('d-anon').textContent = today.anonymous_visitors ?? '–';
   $('d-total').textContent = today.total_unique_visitors ?? '–';
-  const peak = d.peak_today;
-  $('d-peak').textContent = peak ? peak.count : '–';
-  $('d-peak-at').textContent = peak ? `at ${new Date(peak.at).toLocaleTimeString()}` : '';
+  renderPeak(d.peak_today);
   sample(d.realtime_count);
+  // A count above the chart's current bucket: raise its bar now (the
+  // server recorded that count too), and refresh the rest soon.
+  const points = state.history.data?.points;
+  const last = points?.[points.length - 1];
+  if (last && typeof d.realtime_count === 'number' && d.realtime_count > last.peak) {
+    const bucketMs = state.history.step === 'minute' ? 60e3 : 3600e3;
+    if (Date.now() < last.time.getTime() + bucketMs) {
+      last.peak = d.realtime_count;
+      drawHistory();
+    }
+    refreshHistorySoon();
+  }
+}
+
+/**
+ * Today's peak and when it was first reached (docs/protocol.md, peak
+ * today: `at` is RFC 3339), as "Peak today: N at HH:MM" in local time.
+ * @param {{count: number, at: string} | undefined} peak
+ */
+function renderPeak(peak) {
+  const tile = $('d-peak-tile');
+  if (!peak) {
+    $('d-peak').textContent = '–';
+    $('d-peak-at').textContent = '';
+    tile.removeAttribute('title');
+    tile.removeAttribute('aria-label');
+    delete tile.dataset.at;
+    return;
+  }
+  const at = peak.count > 0 ? hhmm(peak.at) : '';
+  $('d-peak').textContent = String(peak.count);
+  $('d-peak-at').textContent = at ? `at ${at}` : 'nobody yet today';
+  const label = at ? `Peak today: ${peak.count} at ${at}` : 'Peak today: nobody yet';
+  tile.title = label;
+  tile.setAttribute('aria-label', label);
+  tile.dataset.at = peak.at;
 }
 
 function resetDashboard(locked) {
-  for (const id of ['d-realtime', 'd-auth', 'd-anon', 'd-total', 'd-peak']) $(id).textContent = '–';
-  $('d-peak-at').textContent = '';
+  for (const id of ['d-realtime', 'd-auth', 'd-anon', 'd-total']) $(id).textContent = '–';
+  renderPeak(undefined);
   $('dash-note').hidden = !locked;
   $('dash-note').textContent = state.guest
     ? 'Dashboards never admit guests: connect as a moderator or admin to see today\'s visitors and the analytics metrics.'
@@ -293,6 +339,189 @@ function renderMetrics() {
   }
 }
 
+// ---------------------------------------------------------------- history
+
+const HISTORY = {
+  hour: { buckets: 24, ms: 3600 * 1000, title: 'Last 24 hours', unit: 'hour', tickEvery: 6 },
+  minute: { buckets: 60, ms: 60 * 1000, title: 'Last 60 minutes', unit: 'minute', tickEvery: 15 },
+};
+
+/** Shows the history chart and loads it now and every minute (dashboard viewers only). */
+function startHistory() {
+  stopHistory();
+  $('history').hidden = false;
+  renderHistoryRange();
+  loadHistory();
+  state.history.refresh = setInterval(loadHistory, 60 * 1000);
+}
+
+function stopHistory() {
+  const h = state.history;
+  clearInterval(h.refresh);
+  clearTimeout(h.soon);
+  h.refresh = h.soon = 0;
+  h.inflight?.abort();
+  h.inflight = null;
+  h.data = null;
+  $('history').hidden = true;
+  $('history-chart').textContent = '';
+  $('history-chart').dataset.state = 'idle';
+}
+
+/** A refresh for a new peak: at once, or 5 s after the last load at the earliest. */
+function refreshHistorySoon() {
+  const h = state.history;
+  if (h.soon || !state.dashboard) return;
+  const wait = Math.max(0, h.loadedAt + 5000 - Date.now());
+  h.soon = setTimeout(() => {
+    h.soon = 0;
+    loadHistory();
+  }, wait);
+}
+
+/**
+ * Loads the last 24 hours by the hour (or 60 minutes by the minute) through
+ * the dashboard client's visitorHistory, with its credential
+ * (docs/protocol.md, history): from a time inside the oldest bucket to now,
+ * so the answer has exactly 24 (60) points, the last the current bucket.
+ */
+async function loadHistory() {
+  const h = state.history;
+  const client = state.dashboard;
+  if (!client) return;
+  h.inflight?.abort();
+  const ctrl = new AbortController();
+  h.inflight = ctrl;
+  const { step } = h;
+  const spec = HISTORY[step];
+  const to = new Date();
+  const from = new Date(to.getTime() - (spec.buckets - 1) * spec.ms);
+  const svg = $('history-chart');
+  if (!h.data) svg.dataset.state = 'loading';
+  try {
+    const data = await client.visitorHistory({ from, to, step, signal: ctrl.signal });
+    if (h.inflight !== ctrl || state.dashboard !== client) return;
+    h.data = data;
+    h.loadedAt = Date.now();
+    svg.dataset.from = from.toISOString();
+    svg.dataset.to = to.toISOString();
+    drawHistory();
+  } catch (err) {
+    if (ctrl.signal.aborted || h.inflight !== ctrl) return;
+    h.loadedAt = Date.now();
+    const why = err?.name === 'FootfallHTTPError' ? `HTTP ${err.status} ${err.error}: ${err.message}` : String(err?.message ?? err);
+    svg.dataset.state = 'error';
+    svg.setAttribute('aria-label', `Visitor history unavailable: ${why}`);
+    $('history-status').textContent = `History unavailable (${why}).`;
+    $('history-status').classList.add('bad');
+    log('error', `history: ${why}`, 'status');
+  } finally {
+    if (h.inflight === ctrl) h.inflight = null;
+  }
+}
+
+function renderHistoryRange() {
+  const spec = HISTORY[state.history.step];
+  $('history-title').textContent = spec.title;
+  $('history-unit').textContent = spec.unit;
+  $('history-hours').setAttribute('aria-pressed', String(state.history.step === 'hour'));
+  $('history-minutes').setAttribute('aria-pressed', String(state.history.step === 'minute'));
+}
+
+for (const [id, step] of /** @type {const} */ ([['history-hours', 'hour'], ['history-minutes', 'minute']])) {
+  $(id).addEventListener('click', () => {
+    if (state.history.step === step) return;
+    state.history.step = step;
+    state.history.data = null;
+    renderHistoryRange();
+    $('history-chart').textContent = '';
+    loadHistory();
+  });
+}
+
+const fmtAvg = (x) => (Math.round(x * 10) / 10).toLocaleString([], { maximumFractionDigits: 1 });
+
+/**
+ * Bars of each bucket's peak, a line of its average. The SVG says what it
+ * shows: aria-label with the figures, a <title> per bar, and data-* for
+ * scripts (points, last-peak, max-peak, step, from, to; per bar time, peak,
+ * average).
+ */
+function drawHistory() {
+  const svg = $('history-chart');
+  const data = state.history.data;
+  if (!data) return;
+  const spec = HISTORY[data.step] ?? HISTORY.hour;
+  const pts = data.points;
+  const W = Math.max(240, Math.round(svg.getBoundingClientRect().width) || 600);
+  const H = 150;
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  const padL = 28;
+  const padR = 8;
+  const padT = 10;
+  const padB = 22;
+  const n = Math.max(1, pts.length);
+  const slot = (W - padL - padR) / n;
+  const bw = Math.max(1, Math.min(slot * 0.72, slot - 1));
+  const max = Math.max(1, ...pts.map((p) => Math.max(p.peak, p.average)));
+  const step = max <= 5 ? 1 : max <= 20 ? 5 : 10 ** Math.floor(Math.log10(max));
+  const top = Math.ceil(max / step) * step;
+  const y = (v) => padT + (1 - v / top) * (H - padT - padB);
+  const cx = (i) => padL + slot * i + slot / 2;
+  const end = (p, i) => pts[i + 1]?.time ?? new Date(p.time.getTime() + spec.ms);
+  const span = (p, i) => `${hhmm(p.time)}–${hhmm(end(p, i))}`;
+
+  const grid = [0, top / 2, top]
+    .filter((v, i, a) => a.indexOf(v) === i && Number.isInteger(v))
+    .map((v) => `<line class="grid-line" x1="${padL}" x2="${W - padR}" y1="${y(v)}" y2="${y(v)}"/><text x="${padL - 6}" y="${y(v) + 4}" text-anchor="end">${v}</text>`)
+    .join('');
+  const bars = pts.map((p, i) => {
+    const h = Math.max(p.peak > 0 ? 2 : 1, y(0) - y(p.peak));
+    const cls = `bar${p.peak === 0 ? ' zero' : ''}${i === pts.length - 1 ? ' now' : ''}`;
+    const what = i === pts.length - 1 ? `${span(p, i)} (so far)` : span(p, i);
+    return `<rect class="${cls}" x="${(cx(i) - bw / 2).toFixed(1)}" y="${(y(0) - h).toFixed(1)}" width="${bw.toFixed(1)}" height="${h.toFixed(1)}" rx="${Math.min(2, bw / 3).toFixed(1)}"` +
+      ` data-time="${p.time.toISOString()}" data-peak="${p.peak}" data-average="${p.average}"><title>${what}: peak ${p.peak}, average ${fmtAvg(p.average)}</title></rect>`;
+  }).join('');
+  const avg = pts.length > 1
+    ? `<path class="avg" d="${pts.map((p, i) => `${i ? 'L' : 'M'}${cx(i).toFixed(1)},${y(p.average).toFixed(1)}`).join('')}"/>`
+    : '';
+  // Ticks on round hours (every 6) or minutes (every 15) of local time;
+  // where footfall's hours do not start on the viewer's round hours (its
+  // FOOTFALL_TIMEZONE is half an hour off), every 6th bar back from now.
+  const unit = data.step === 'minute' ? (t) => t.getMinutes() : (t) => t.getHours();
+  const aligned = pts.some((p) => p.time.getSeconds() === 0 && (data.step === 'minute' || p.time.getMinutes() === 0));
+  const ticks = pts.map((p, i) => {
+    const t = p.time;
+    const on = aligned ? (data.step === 'minute' || t.getMinutes() === 0) && unit(t) % spec.tickEvery === 0 : (pts.length - 1 - i) % spec.tickEvery === 0;
+    if (!on) return '';
+    const x = Math.min(W - padR - 14, Math.max(padL + 14, cx(i)));
+    return `<text x="${x.toFixed(1)}" y="${H - 5}" text-anchor="middle">${hhmm(t)}</text>`;
+  }).join('');
+  svg.innerHTML = `${grid}${bars}${avg}${ticks}`;
+
+  const last = pts[pts.length - 1];
+  const best = pts.reduce((a, p) => (a === null || p.peak > a.peak ? p : a), null);
+  const bestAt = best ? span(best, pts.indexOf(best)) : '';
+  const summary = !last
+    ? 'no data'
+    : best.peak === 0
+      ? `nobody present in the last ${spec.buckets} ${spec.unit}s`
+      : `highest peak ${best.peak} (${bestAt}); this ${spec.unit} so far: peak ${last.peak}, average ${fmtAvg(last.average)}`;
+  svg.setAttribute('aria-label', `Visitors per ${spec.unit}, ${spec.title.toLowerCase()}, ${pts.length} bars: ${summary}.`);
+  Object.assign(svg.dataset, {
+    state: 'ready',
+    step: data.step,
+    points: String(pts.length),
+    lastPeak: last ? String(last.peak) : '',
+    maxPeak: best ? String(best.peak) : '',
+  });
+  $('history-status').classList.remove('bad');
+  $('history-status').textContent = best && best.peak > 0 ? `Highest: ${best.peak} (${bestAt}) · updated ${hhmm(Date.now())}` : `Nobody yet · updated ${hhmm(Date.now())}`;
+}
+addEventListener('resize', () => {
+  if (state.history.data) drawHistory();
+});
+
 // ---------------------------------------------------------------- connect
 
 /** Whether a token lets its holder open the dashboard of community. */
@@ -313,6 +542,7 @@ function dashboardAllowed(token, community, role) {
 
 function disconnect() {
   $('grace-note').hidden = true;
+  stopHistory();
   state.visitors?.close();
   state.dashboard?.close();
   state.visitors = state.dashboard = null;
@@ -440,6 +670,7 @@ async function connect() {
     });
     d.on('message', (m, info) => log(`dashboard·${short[info.transport]}`, info.raw));
     d.connect();
+    startHistory();
   }
   setDevButtons();
 }
@@ -491,9 +722,13 @@ async function simulate(action) {
     log('error', String(err.message ?? err), 'status');
   }
   // Service-API visitors stay present for the presence TTL after their last
-  // sign of life: keep them alive while this page is open.
-  clearInterval(state.simTimer);
-  if (state.sims.length > 0) {
+  // sign of life: keep them alive while this page is open. One steady timer:
+  // restarting it at every click would let quick clicks put off every
+  // heartbeat past the TTL of the first visitor.
+  if (state.sims.length === 0) {
+    clearInterval(state.simTimer);
+    state.simTimer = 0;
+  } else if (!state.simTimer) {
     state.simTimer = setInterval(() => {
       const beats = state.sims.map((id) => ({ visitor_id: id, authenticated: false, action: 'heartbeat' }));
       if (beats.length) service('/visitor-events', beats).catch((err) => log('error', String(err.message ?? err), 'status'));

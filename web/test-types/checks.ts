@@ -1,6 +1,6 @@
 // What the declarations accept and what they refuse. Each @ts-expect-error
 // line must be an error for tsc to pass: the types are not `any`.
-import { FootfallClient, createClient, closeAction, type ServerMessage, type Status } from '@footfall/client';
+import { FootfallClient, FootfallHTTPError, createClient, closeAction, type HistoryPoint, type ServerMessage, type Status } from '@footfall/client';
 import { useVisitorCount } from '@footfall/client/react';
 
 // A guest of a public community: no token, no getToken.
@@ -52,6 +52,30 @@ guest.on('counted', () => {});
 guest.count = 3;
 // @ts-expect-error getToken returns a string
 createClient({ community: 'c', getToken: () => 42 });
+
+// The visitor history: Dates, numbers, the error's fields.
+async function history(client: FootfallClient) {
+  const day = await client.visitorHistory({ step: 'day', from: new Date(Date.now() - 7 * 86400000) });
+  const first: HistoryPoint | undefined = day.points[0];
+  if (first) {
+    const start: Date = first.time;
+    const peak: number = first.peak + first.average;
+    const at: Date | null | undefined = first.peak_at;
+    void start, peak, at, first.total_unique_visitors?.toFixed();
+  }
+  await client.visitorHistory('c0ffee', { from: '2025-05-06T00:00:00Z', to: Date.now(), step: 'minute', signal: new AbortController().signal });
+  await client.visitorHistory().catch((e: unknown) => {
+    if (e instanceof FootfallHTTPError) void (e.status + (e.code ?? 0)), e.error.toUpperCase(), e.field?.toUpperCase(), e.message;
+  });
+  // @ts-expect-error no such step
+  await client.visitorHistory({ step: 'week' });
+  // @ts-expect-error a time is a Date, a string or a number
+  await client.visitorHistory({ from: true });
+  // @ts-expect-error time is a Date, not a string
+  const s: string = day.points[0].time;
+  void s;
+}
+void history;
 
 export function Badge({ id }: { id: string }) {
   const { count, status, transport, error, dashboard } = useVisitorCount(id, { transport: 'polling', pollInterval: 2000 });

@@ -147,7 +147,7 @@ export function fakeEventSource() {
 export function fakeFetch(respond) {
   const calls = [];
   const fn = async (url, init = {}) => {
-    calls.push({ url: String(url), headers: { ...(init.headers ?? {}) } });
+    calls.push({ url: String(url), headers: { ...(init.headers ?? {}) }, credentials: init.credentials, signal: init.signal });
     const r = await respond(String(url), init);
     if (r === 'network-error') throw new TypeError('fetch failed');
     const body = r.body === undefined || r.status === 304 ? null : typeof r.body === 'string' ? r.body : JSON.stringify(r.body);

@@ -18,6 +18,7 @@ from ._tokens import CommunityID, Communities, _communities_claim, community_id_
 
 Answer = Dict[str, Any]
 VisitorEvent = Union[Mapping[str, Any], tuple]
+TimeArg = Union[datetime.datetime, str, None]
 
 __all__ = ["VisitorBroadcaster", "visitor_broadcaster"]
 
@@ -182,6 +183,36 @@ class VisitorBroadcaster:
             body["ttl_seconds"] = int(ttl_seconds)
         return self._call("POST", "/api/v1/sessions", body)
 
+    # History.
+
+    def visitor_history(self, community_id: CommunityID, step: str = "hour", start: TimeArg = None,
+                        end: TimeArg = None) -> Answer:
+        """Returns the community's visitor history: ``{"community_id", "step", "points": [...]}``.
+
+        ``GET /api/v1/communities/{id}/visitors/history`` with the service API
+        key. ``step`` is ``"minute"``, ``"hour"`` or ``"day"``; each point is
+        ``{"time", "peak", "average"}`` (day points add the day's
+        ``authenticated_visitors``, ``anonymous_visitors``,
+        ``total_unique_visitors`` and ``peak_at``), oldest first, the last one
+        the current bucket so far. ``start`` and ``end`` (footfall's ``from``
+        and ``to``) are datetimes (naive ones are UTC) or RFC 3339 strings;
+        None leaves them to footfall: ``end`` now, ``start`` an hour, a day or
+        30 days before it. A bad parameter raises FootfallError with status
+        400, error ``invalid_query`` and ``field`` ``"step"``, ``"from"`` or ``"to"``.
+        """
+        return self._call("GET", _history_path(community_id, step, start, end))
+
+    def visitor_history_csv(self, community_id: CommunityID, step: str = "hour", start: TimeArg = None,
+                            end: TimeArg = None) -> str:
+        """The same points as ``visitor_history``, as CSV text with a header row (``Accept: text/csv``).
+
+        The columns are ``time,peak,average``, and for day points also
+        ``authenticated_visitors,anonymous_visitors,total_unique_visitors,peak_at``.
+        """
+        path = _history_path(community_id, step, start, end)
+        _, raw = self._request("GET", path, accept="text/csv")
+        return raw.decode("utf-8")
+
     def revoke_session(self, session_id: str) -> None:
         """Revokes a session: its open streams close within a second.
 
@@ -224,10 +255,21 @@ class VisitorBroadcaster:
         return url, str(api_key), timeout
 
     def _call(self, method, path, body=None):
+        """Sends a request with a JSON body (or none); returns footfall's parsed JSON answer, None for none."""
+        status, raw = self._request(method, path, body)
+        if not raw:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except ValueError:
+            raise FootfallError(status, "bad_answer", "%s %s answered a body that is not JSON" % (method, path)) from None
+
+    def _request(self, method, path, body=None, accept="application/json"):
+        """Sends a request; returns (status, body bytes) of a 2xx answer and raises FootfallError for anything else."""
         url, api_key, timeout = self._config()
         headers = {
             "Authorization": "Bearer " + api_key,
-            "Accept": "application/json",
+            "Accept": accept,
             "User-Agent": "footfall-python/" + VERSION,
         }
         data = None
@@ -242,12 +284,7 @@ class VisitorBroadcaster:
             raise FootfallError(None, "unreachable", "%s %s: %s" % (method, url, e)) from e
         if not 200 <= status < 300:
             raise _refusal(status, raw)
-        if not raw:
-            return None
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except ValueError:
-            raise FootfallError(status, "bad_answer", "%s %s answered a body that is not JSON" % (method, path)) from None
+        return status, raw
 
 
 def _visitor_event(visitor_id, action, authenticated):
@@ -256,6 +293,31 @@ def _visitor_event(visitor_id, action, authenticated):
     if action not in ACTIONS:
         raise ValueError("footfall: action must be one of %s, not %r" % (", ".join(ACTIONS), action))
     return {"visitor_id": str(visitor_id), "authenticated": bool(authenticated), "action": action}
+
+
+def _query_time(name, t):
+    """Returns t (a datetime, naive meaning UTC, or an RFC 3339 string) as RFC 3339 for a query string."""
+    if isinstance(t, str):
+        if not t.strip():
+            raise ValueError("footfall: %s is an empty string" % name)
+        return t.strip()
+    if isinstance(t, datetime.datetime):
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=datetime.timezone.utc)
+        # isoformat writes the microseconds only when there are some.
+        return t.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+    # A date alone is refused: which midnight (UTC, footfall's FOOTFALL_TIMEZONE, the site's) is the caller's call.
+    raise TypeError("footfall: %s must be a datetime or an RFC 3339 string, not %s" % (name, type(t).__name__))
+
+
+def _history_path(community_id, step, start, end):
+    cid = community_id_str(community_id)
+    query = [("step", str(step))]
+    if start is not None:
+        query.append(("from", _query_time("start", start)))
+    if end is not None:
+        query.append(("to", _query_time("end", end)))
+    return "/api/v1/communities/%s/visitors/history?%s" % (cid, urllib.parse.urlencode(query))
 
 
 def _refusal(status, raw):

@@ -17,6 +17,17 @@ and ``request.user``, with the community role a function of the site decides::
     urlpatterns = [path("footfall/auth-hook/", auth_hook_view(community_role))]
 
 and footfall runs with ``FOOTFALL_AUTH_HOOK_URL=https://site/footfall/auth-hook/``.
+
+``webhook_view`` receives footfall's webhooks (CONTRACT section 10,
+``FOOTFALL_WEBHOOK_URL``), checks their signature and hands each event to a
+function of the site::
+
+    def on_footfall_event(event):
+        if event["type"] == "community_occupied":
+            ...
+
+    urlpatterns = [path("footfall/webhook/", webhook_view(on_footfall_event))]
+
 Importing this module needs Django; the rest of footfall does not.
 """
 
@@ -31,15 +42,16 @@ from typing import Any, Callable, Optional
 
 from django.conf import settings
 from django.contrib.auth import get_user
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.cookie import parse_cookie
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from ._settings import setting
 from ._tokens import ROLES, community_id_str
+from ._webhooks import DEFAULT_TOLERANCE, SIGNATURE_HEADER, verify_webhook
 
-__all__ = ["auth_hook_view", "user_for_cookie"]
+__all__ = ["auth_hook_view", "user_for_cookie", "webhook_view"]
 
 log = logging.getLogger("footfall")
 
@@ -137,3 +149,46 @@ def auth_hook_view(
         return JsonResponse({"sub": sub, "role": role, "anonymous": anonymous, "ttl_seconds": ttl_seconds})
 
     return footfall_auth_hook
+
+
+def webhook_view(
+    handler: Callable[[dict], Any], secret: Any = None, tolerance: Optional[float] = DEFAULT_TOLERANCE
+) -> Callable[[HttpRequest], HttpResponse]:
+    """Returns a Django view (CSRF-exempt, POST only) that receives footfall's webhooks.
+
+    Each request's ``Footfall-Signature`` is checked with ``verify_webhook``
+    under ``secret``, by default the setting ``FOOTFALL_WEBHOOK_SECRET``
+    (Django's settings, else the environment, read at each request; a list
+    of secrets while rotating). A good signature calls ``handler(event)``
+    with the event dict (``{"id", "type", "community_id", "timestamp",
+    "data"}``) and answers 204. A bad, missing or old signature answers 400
+    without calling the handler. A handler that raises gets 500 (the
+    exception logged to the ``footfall`` logger), and so does a view with no
+    secret at all: footfall retries a non-2xx answer for at least 10
+    minutes. footfall delivers each event at least once: the handler should
+    dedupe on ``event["id"]``, and be quick (footfall waits 5 s), handing
+    slow work to a task queue.
+    """
+    if not callable(handler):
+        raise TypeError("footfall: handler must be a function (event) -> None")
+
+    @csrf_exempt
+    @require_POST
+    def footfall_webhook(request):
+        key = secret if secret is not None else setting("FOOTFALL_WEBHOOK_SECRET")
+        if not key:
+            log.error("footfall webhook: FOOTFALL_WEBHOOK_SECRET is not set; refusing every request")
+            return JsonResponse({"error": "not_configured"}, status=500)
+        try:
+            event = verify_webhook(key, request.headers.get(SIGNATURE_HEADER), request.body, tolerance=tolerance)
+        except ValueError as e:  # WebhookSignatureError, or a signed body that is not a JSON object
+            log.warning("footfall webhook: refused: %s", e)
+            return JsonResponse({"error": "invalid_signature", "message": str(e)}, status=400)
+        try:
+            handler(event)
+        except Exception:
+            log.exception("footfall webhook: the handler failed on %s event %s", event.get("type"), event.get("id"))
+            return JsonResponse({"error": "handler_failed"}, status=500)
+        return HttpResponse(status=204)
+
+    return footfall_webhook

@@ -1,4 +1,4 @@
-"""A minimal Django site for the tests: settings, the auth hook's URL and its membership table.
+"""A minimal Django site for the tests: settings, the auth hook's URL and its membership table, the webhook views.
 
 Configured once per process (Django allows one configuration) by
 ``configure()``, which the Django tests and the seed's signal example share.
@@ -19,18 +19,32 @@ from django.urls import path
 MEMBERSHIPS = {}
 
 
+# The events webhook_view handed to on_webhook, in order; the tests clear it.
+WEBHOOK_EVENTS = []
+OWN_WEBHOOK_SECRET = "own-webhook-secret-0123456789"
+
+
+def on_webhook(event):
+    WEBHOOK_EVENTS.append(event)
+    if event.get("data", {}).get("fail"):
+        raise RuntimeError("the site's handler failed")
+
+
 def community_role(user, community_id):
     who = user.pk if user.is_authenticated else "anonymous"
     return MEMBERSHIPS.get((who, community_id))
 
 
 def _urlpatterns():
-    from footfall.django import auth_hook_view
+    from footfall.django import auth_hook_view, webhook_view
 
     return [
         path("footfall/auth-hook/", auth_hook_view(community_role, ttl_seconds=120)),
         # Verdicts that last one second: footfall asks again soon after a logout.
         path("footfall/auth-hook-1s/", auth_hook_view(community_role, ttl_seconds=1)),
+        # FOOTFALL_WEBHOOK_SECRET from the settings, and a secret given to the view.
+        path("footfall/webhook/", webhook_view(on_webhook)),
+        path("footfall/webhook-own-secret/", webhook_view(on_webhook, secret=OWN_WEBHOOK_SECRET)),
     ]
 
 

@@ -246,6 +246,107 @@ class SessionTest(StreamTestCase):
         self.assertTrue(seconds - 10 <= left <= seconds + 2, "expires_at %s is %.0f s ahead" % (ts, left))
 
 
+class HistoryTest(StreamTestCase):
+    def join_three_leave_one(self):
+        for v in ("h-1", "h-2", "h-3"):
+            self.b.visitor_event(self.cid, v, "join")
+        self.assertEqual(self.b.visitor_event(self.cid, "h-1", "leave")["count"], 2)
+
+    def test_minute_and_hour_points_show_the_peak(self):
+        before = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=2)
+        self.join_three_leave_one()
+        for step, start in [("minute", before), ("hour", None)]:
+            with self.subTest(step=step):
+                h = self.b.visitor_history(self.cid, step, start=start)
+                self.assertEqual((h["community_id"], h["step"]), (self.cid, step))
+                points = h["points"]
+                self.assertTrue(points)
+                for p in points:
+                    self.assertRegex(p["time"], TIMESTAMP)
+                    self.assertTrue(0 <= p["average"] <= p["peak"] <= 3, p)
+                self.assertEqual([p["time"] for p in points], sorted(p["time"] for p in points))
+                # The joins may straddle a bucket edge: the later bucket then starts at the count so far.
+                self.assertEqual(max(p["peak"] for p in points), 3)
+                self.assertGreaterEqual(points[-1]["peak"], 2)
+                if step == "minute":
+                    self.assertEqual(points[0]["time"], utc_minute(before))
+                    self.assertEqual(points[0]["peak"], 0)
+
+    def test_day_points_count_distinct_visitors(self):
+        self.b.visitor_event(self.cid, "anon-d", "join")
+        self.b.visitor_event(self.cid, 77, "join", authenticated=True)
+        p = self.b.visitor_history(self.cid, step="day")["points"][-1]
+        self.assertEqual((p["peak"], p["authenticated_visitors"], p["anonymous_visitors"], p["total_unique_visitors"]), (2, 1, 1, 2))
+        self.assertRegex(p["peak_at"], TIMESTAMP)
+
+    def test_csv(self):
+        self.join_three_leave_one()
+        start = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=3)  # naive: UTC
+        text = self.b.visitor_history_csv(self.cid, "minute", start=start)
+        self.assertIsInstance(text, str)
+        rows = text.splitlines()
+        self.assertEqual(rows[0], "time,peak,average")
+        points = self.b.visitor_history(self.cid, "minute", start=start)["points"]
+        self.assertIn(len(rows) - 1, (len(points), len(points) - 1))  # a minute may begin between the two calls
+        first = rows[1].split(",")
+        self.assertEqual((first[0], int(first[1])), (points[0]["time"], points[0]["peak"]))
+        self.assertEqual(max(int(r.split(",")[1]) for r in rows[1:]), 3)
+        day = self.b.visitor_history_csv(self.cid, "day").splitlines()
+        self.assertEqual(day[0], "time,peak,average,authenticated_visitors,anonymous_visitors,total_unique_visitors,peak_at")
+
+    def test_range_as_strings_and_aware_datetimes(self):
+        self.join_three_leave_one()
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        tz = datetime.timezone(datetime.timedelta(hours=-5))
+        h = self.b.visitor_history(self.cid, "minute", start=utc(now - datetime.timedelta(minutes=5)), end=now.astimezone(tz))
+        self.assertEqual([p["time"] for p in h["points"]][:1], [utc_minute(now - datetime.timedelta(minutes=5))])
+        self.assertEqual(h["points"][-1]["time"], utc_minute(now))
+        self.assertEqual(len(h["points"]), 6)
+
+    def test_refusals_name_the_field(self):
+        for kw, field in [({"step": "week"}, "step"), ({"start": "yesterday"}, "from"), ({"end": "2026-13-01T00:00:00Z"}, "to"),
+                          ({"step": "minute", "start": datetime.datetime(2000, 1, 1)}, "from")]:
+            for call in (self.b.visitor_history, self.b.visitor_history_csv):
+                with self.subTest(kw=kw, call=call.__name__):
+                    with self.assertRaises(FootfallError) as cm:
+                        call(self.cid, **kw)
+                    e = cm.exception
+                    self.assertEqual((e.status, e.error, e.field), (400, "invalid_query", field))
+        with self.assertRaises(FootfallError) as cm:
+            self.srv.broadcaster(api_key="wrong-key").visitor_history(self.cid)
+        self.assertEqual(cm.exception.status, 401)
+        with self.assertRaises(TypeError):
+            self.b.visitor_history(self.cid, start=datetime.date.today())
+        with self.assertRaises(ValueError):
+            self.b.visitor_history("not a community!")
+
+    def test_request(self):
+        rec = support.Recorder(lambda handler, body: handler.reply(200, b'{"community_id":"x","step":"minute","points":[]}'))
+        self.addCleanup(rec.close)
+        b = VisitorBroadcaster(url=rec.url + "/footfall", api_key="k")
+        b.visitor_history(self.cid.upper())
+        b.visitor_history(uuid.UUID(self.cid), "minute", start=datetime.datetime(2026, 12, 4, 17, 0, 0, 250000),
+                          end="2026-12-04T19:00:00+01:00")
+        rec.answer = lambda handler, body: handler.reply(200, b"time,peak,average\n", "text/csv; charset=utf-8")
+        self.assertEqual(b.visitor_history_csv(self.cid, "day"), "time,peak,average\n")
+        base = "/footfall/api/v1/communities/%s/visitors/history?" % self.cid
+        self.assertEqual([r[1] for r in rec.requests], [
+            base + "step=hour",
+            base + "step=minute&from=2026-12-04T17%3A00%3A00.250000Z&to=2026-12-04T19%3A00%3A00%2B01%3A00",
+            base + "step=day",
+        ])
+        self.assertEqual([(r[0], r[2]["Accept"], r[2]["Authorization"]) for r in rec.requests],
+                         [("GET", "application/json", "Bearer k")] * 2 + [("GET", "text/csv", "Bearer k")])
+
+
+def utc(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_minute(t):
+    return t.strftime("%Y-%m-%dT%H:%M:00Z")
+
+
 class ErrorTest(unittest.TestCase):
     def setUp(self):
         self.srv = support.server()

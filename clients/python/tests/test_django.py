@@ -5,9 +5,12 @@ Needs Django (Debian: ``apt-get install python3-django``, which serves
 an interpreter that has Django when there is one.
 """
 
+import hashlib
+import hmac
 import json
 import subprocess
 import threading
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -181,6 +184,107 @@ class AuthHookViewTest(DjangoSiteTestCase):
                 auth_hook_view(lambda u, c: None, ttl_seconds=ttl)
 
 
+WEBHOOK_SECRET = "settings-webhook-secret-0123456789"
+
+
+def signed(event, secret=WEBHOOK_SECRET, t=None):
+    """Returns (body, Footfall-Signature) of event as footfall would send it."""
+    body = json.dumps(event).encode()
+    t = int(time.time()) if t is None else t
+    return body, "t=%d,v1=%s" % (t, hmac.new(secret.encode(), b"%d." % t + body, hashlib.sha256).hexdigest())
+
+
+class WebhookViewTest(unittest.TestCase):
+    """footfall.django.webhook_view through Django's test client, CSRF checks on."""
+
+    def setUp(self):
+        from django.test import Client, override_settings
+
+        from tests import django_site
+
+        self.events = django_site.WEBHOOK_EVENTS
+        self.events.clear()
+        self.settings = override_settings(FOOTFALL_WEBHOOK_SECRET=WEBHOOK_SECRET)
+        self.settings.enable()
+        self.addCleanup(self.settings.disable)
+        self.client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+        self.event = {"id": "evt-%s" % new_community()[:8], "type": "community_occupied", "community_id": new_community(),
+                      "timestamp": "2026-12-04T18:40:00Z", "data": {"count": 1}}
+
+    def post(self, body, signature, url="/footfall/webhook/"):
+        extra = {} if signature is None else {"HTTP_FOOTFALL_SIGNATURE": signature}
+        return self.client.post(url, data=body, content_type="application/json", **extra)
+
+    def test_good_signature_calls_the_handler(self):
+        resp = self.post(*signed(self.event))
+        self.assertEqual((resp.status_code, resp.content), (204, b""))
+        self.assertEqual(self.events, [self.event])
+
+    def test_bad_signatures_are_400(self):
+        body, sig = signed(self.event)
+        cases = {
+            "tampered body": (body.replace(b'"count": 1', b'"count": 2'), sig),
+            "wrong secret": signed(self.event, secret="another-secret-0123456789"),
+            "old timestamp": signed(self.event, t=int(time.time()) - 301),
+            "missing header": (body, None),
+            "malformed header": (body, "v1=abc"),
+        }
+        for name, (b, s) in cases.items():
+            with self.subTest(name), self.assertLogs("footfall", "WARNING"):
+                resp = self.post(b, s)
+                self.assertEqual((resp.status_code, resp.json()["error"]), (400, "invalid_signature"))
+        self.assertEqual(self.events, [])
+
+    def test_two_v1_values(self):
+        body, sig = signed(self.event)
+        _, other = signed(self.event, secret="next-secret-0123456789abcdef")
+        t = sig.split(",")[0]
+        resp = self.post(body, "%s,%s,%s" % (t, other.split(",")[1], sig.split(",")[1]))
+        self.assertEqual(resp.status_code, 204)
+        self.assertEqual(len(self.events), 1)
+
+    def test_handler_failure_is_500(self):
+        self.event["data"]["fail"] = True
+        with self.assertLogs("footfall", "ERROR") as logs:
+            resp = self.post(*signed(self.event))
+        self.assertEqual((resp.status_code, resp.json()), (500, {"error": "handler_failed"}))
+        self.assertIn(self.event["id"], logs.output[0])
+        self.assertIn("RuntimeError", logs.output[0])
+        self.assertEqual(self.events, [self.event])
+
+    def test_secret_argument_and_settings(self):
+        from django.test import override_settings
+
+        from tests import django_site
+
+        # The view's own secret wins over the setting.
+        with self.assertLogs("footfall", "WARNING"):
+            resp = self.post(*signed(self.event), url="/footfall/webhook-own-secret/")
+        self.assertEqual(resp.status_code, 400)
+        resp = self.post(*signed(self.event, secret=django_site.OWN_WEBHOOK_SECRET), url="/footfall/webhook-own-secret/")
+        self.assertEqual(resp.status_code, 204)
+        # The setting is read at each request; a list of secrets while rotating.
+        with override_settings(FOOTFALL_WEBHOOK_SECRET=["next-secret-0123456789abcdef", WEBHOOK_SECRET]):
+            self.assertEqual(self.post(*signed(self.event)).status_code, 204)
+        # No secret anywhere: 500, so that footfall tries again once the site is fixed.
+        with override_settings(FOOTFALL_WEBHOOK_SECRET=""), support.clean_env(), self.assertLogs("footfall", "ERROR") as logs:
+            resp = self.post(*signed(self.event))
+        self.assertEqual((resp.status_code, resp.json()), (500, {"error": "not_configured"}))
+        self.assertIn("FOOTFALL_WEBHOOK_SECRET is not set", logs.output[0])
+        with override_settings(FOOTFALL_WEBHOOK_SECRET=""), support.clean_env(FOOTFALL_WEBHOOK_SECRET=WEBHOOK_SECRET):
+            self.assertEqual(self.post(*signed(self.event)).status_code, 204)
+        self.assertEqual(len(self.events), 3)
+
+    def test_post_only(self):
+        self.assertEqual(self.client.get("/footfall/webhook/").status_code, 405)
+
+    def test_view_arguments(self):
+        from footfall.django import webhook_view
+
+        with self.assertRaises(TypeError):
+            webhook_view("not callable")
+
+
 class DjangoSettingsTest(unittest.TestCase):
     """visitor_broadcaster and mint_token read real Django settings, before the environment."""
 
@@ -257,6 +361,24 @@ class FootfallAsksDjangoTest(DjangoSiteTestCase):
             self.assertEqual(ev.data["data"]["realtime_count"], 2)
             anon_dash = srv.sse(self.cid, "visitor-dashboard", cookie="sessionid=" + session.session_key)
             self.assertEqual((anon_dash.status, anon_dash.error and anon_dash.error.get("code")), (403, 4003))
+
+    def test_webhook_delivered_to_the_view(self):
+        from tests import django_site
+
+        events = django_site.WEBHOOK_EVENTS
+        events.clear()
+        secret = "e2e-webhook-secret-0123456789"
+        url = self.hook_url.replace("auth-hook/", "webhook/")
+        srv = support.Server(support.footfall_binary(), FOOTFALL_WEBHOOK_URL=url, FOOTFALL_WEBHOOK_SECRET=secret)
+        self.addCleanup(srv.stop)
+        from django.test import override_settings
+
+        with override_settings(FOOTFALL_WEBHOOK_SECRET=secret):
+            srv.broadcaster().visitor_event(self.cid, "w-1", "join")
+            deadline = time.monotonic() + 15
+            while not events and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.assertEqual([(e["type"], e["community_id"], e["data"]) for e in events], [("community_occupied", self.cid, {"count": 1})])
 
     def test_logout_closes_the_stream(self):
         binary = support.footfall_binary()

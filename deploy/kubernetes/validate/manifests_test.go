@@ -445,7 +445,7 @@ func TestManifests(t *testing.T) {
 
 	t.Run("secrets", func(t *testing.T) {
 		// Secrets come from a Secret, never from a literal in the manifest.
-		for _, name := range []string{"FOOTFALL_JWT_SECRET", "FOOTFALL_API_KEY"} {
+		for _, name := range []string{"FOOTFALL_JWT_SECRET", "FOOTFALL_API_KEY", "FOOTFALL_WEBHOOK_SECRET"} {
 			e, ok := env[name]
 			if !ok {
 				if name == "FOOTFALL_JWT_SECRET" {
@@ -455,6 +455,35 @@ func TestManifests(t *testing.T) {
 			}
 			if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
 				t.Errorf("%s: want it from a secretKeyRef, not a literal", name)
+			}
+		}
+		// Webhooks are optional, and go together: footfall refuses to
+		// start with a URL and no secret or the other way round. Both come
+		// from the Secret, optional, so that a Secret without them starts
+		// footfall with webhooks off.
+		url, hasURL := env["FOOTFALL_WEBHOOK_URL"]
+		secret, hasSecret := env["FOOTFALL_WEBHOOK_SECRET"]
+		if hasURL != hasSecret {
+			t.Errorf("FOOTFALL_WEBHOOK_URL set %v, FOOTFALL_WEBHOOK_SECRET set %v: footfall wants both or neither", hasURL, hasSecret)
+		}
+		if hasURL && hasSecret {
+			for _, e := range []corev1.EnvVar{url, secret} {
+				ref := (*corev1.SecretKeySelector)(nil)
+				if e.ValueFrom != nil {
+					ref = e.ValueFrom.SecretKeyRef
+				}
+				if e.Value != "" || ref == nil {
+					t.Errorf("%s: want it from a secretKeyRef (optional), not a literal", e.Name)
+					continue
+				}
+				if ref.Optional == nil || !*ref.Optional {
+					t.Errorf("%s: want its secretKeyRef optional: webhooks are off unless configured", e.Name)
+				}
+			}
+			if u, s := url.ValueFrom, secret.ValueFrom; u != nil && s != nil && u.SecretKeyRef != nil && s.SecretKeyRef != nil &&
+				u.SecretKeyRef.Name != s.SecretKeyRef.Name {
+				t.Errorf("FOOTFALL_WEBHOOK_URL and FOOTFALL_WEBHOOK_SECRET come from Secrets %q and %q; want one, so that they go together",
+					u.SecretKeyRef.Name, s.SecretKeyRef.Name)
 			}
 		}
 	})

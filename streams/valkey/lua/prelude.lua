@@ -200,6 +200,10 @@ local function roll()
   end
   -- The new day's peak so far: the visitors present at midnight.
   redis.call('HSET', META, 'pk', today_count('u') + today_count('a'), 'pt', string.format('%d', math.floor(MID / 1000)))
+  -- The new day's history record: the count present at midnight.
+  if n > 0 then
+    history_day(n)
+  end
   if d ~= 0 and (today_count('u') ~= bu or today_count('a') ~= ba) then
     redis.call('HSET', META, 'c', string.format('%d', math.floor(MID / 1000)))
   end
@@ -262,9 +266,10 @@ end
 
 -- result is what every presence script returns: changed, count, seq,
 -- today's authenticated and anonymous figures, extra, changed time (unix
--- s), epoch.
+-- s), epoch, peak, peak time, and the webhook outbox's outbox_result().
 local function result(changed, extra)
   local v = redis.call('HMGET', META, 's', 'c', 'e', 'pk', 'pt')
   return {changed, redis.call('HLEN', VIS), v[1] or '0', today_count('u'), today_count('a'), extra,
-    v[2] or '0', v[3] or '', v[4] or '0', v[5] or string.format('%d', math.floor(MID / 1000))}
+    v[2] or '0', v[3] or '', v[4] or '0', v[5] or string.format('%d', math.floor(MID / 1000)),
+    outbox_result()}
 end

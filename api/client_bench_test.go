@@ -31,7 +31,7 @@ func BenchmarkEncodeDashboard(b *testing.B) {
 }
 
 // BenchmarkCountMessageShared measures a coalesced count message when the
-// community's other clients have already encoded it (the Memo hit every
+// community's other clients have already encoded it (the memo hit every
 // client but the first pays).
 func BenchmarkCountMessageShared(b *testing.B) {
 	env := &clientEnv{log: slog.New(slog.DiscardHandler), now: time.Now}

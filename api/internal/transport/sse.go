@@ -23,6 +23,9 @@ import (
 // already-decided messages, fed with TryPublish, which never blocks. A full
 // buffer means a slow consumer, and only that connection ends.
 //
+//   - Replay: AutoReplay is off (its log grows without bound and replays
+//     everything); api answers a Last-Event-ID from the bus history before
+//     the stream starts.
 //   - Lifetimes: a stream is removed only after its ServeHTTP returned (an
 //     r3labs RemoveStream with a subscriber still attached leaks goroutines),
 //     and ServeHTTP is ended by cancelling the request context it sees.

@@ -161,10 +161,14 @@ func (t *SSE) Start(ended func()) {
 			ended()
 		}
 	}
-	t.w.start()
+	// running before the response starts watching for the client going: a
+	// Stop from the hangup watcher or the reader goroutine, which may come
+	// at once, must find the stream goroutine on its way and not start a
+	// second one (both would end the connection).
 	t.mu.Lock()
 	t.running = true
 	t.mu.Unlock()
+	t.w.start()
 	go t.serve()
 }
 

@@ -2,10 +2,12 @@ package transport
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,5 +244,29 @@ func TestSSEStalledPeer(t *testing.T) {
 			}
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// goneAtStart is a response whose client is found gone as soon as it is
+// watched, as the hangup watcher may report at once.
+type goneAtStart struct{ nullSSEResponse }
+
+func (w *goneAtStart) start() { w.tr.Stop() }
+
+// TestSSEGoneWhileStarting: a client found gone while its stream starts
+// ends the connection once.
+func TestSSEGoneWhileStarting(t *testing.T) {
+	tr := newNode(t).NewConn(1, nil)
+	tr.ctx, tr.cancel = context.WithCancel(context.Background())
+	tr.w = &goneAtStart{nullSSEResponse{tr: tr, hdr: http.Header{}}}
+	var ends atomic.Int32
+	tr.Start(func() { ends.Add(1) })
+	deadline := time.Now().Add(5 * time.Second)
+	for ends.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // a second end would come now
+	if n := ends.Load(); n != 1 {
+		t.Fatalf("the connection ended %d times; want once", n)
 	}
 }

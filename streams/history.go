@@ -81,7 +81,7 @@ type Point struct {
 	Average float64
 	// Day points only: the day's distinct visitors and when its peak was
 	// first reached (the day's start when the count at midnight is its
-	// peak).
+	// peak; zero for a day with nobody).
 	Today  Today
 	PeakAt time.Time
 }
@@ -294,9 +294,6 @@ func (p *HistoryPlan) Points(recs []*HistoryRecord, count int, today Today) []Po
 	out := make([]Point, len(p.Out))
 	for i, b := range p.Out {
 		out[i].Time = b
-		if day {
-			out[i].PeakAt = b
-		}
 	}
 	now := p.Now.UnixMilli()
 	carry, carryToday := count, today
@@ -324,6 +321,9 @@ func (p *HistoryPlan) Points(recs []*HistoryRecord, count int, today Today) []Po
 			if day {
 				pt.Today, pt.PeakAt = carryToday, b
 			}
+		}
+		if pt.Peak == 0 {
+			pt.PeakAt = time.Time{}
 		}
 		for j >= 0 && p.Out[j].After(b) {
 			j--

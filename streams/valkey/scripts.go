@@ -42,10 +42,10 @@ var prelude string
 //go:embed lua/record.lua
 var recordChunk string
 
-// histReadScript returns the community's present count and the history
-// records of step ARGV[1] ("m", "h" or "d") of the buckets starting at
-// ARGV[2..] (unix ms), "" for a bucket without one (../history.go). It
-// reads only.
+// histReadScript returns the community's present count, its latest history
+// records (ff:{c}:r:c) and the records of step ARGV[1] ("m", "h" or "d")
+// in the keys of the buckets starting at ARGV[2..] (unix ms), "" for a
+// missing key (history.go). It reads only.
 //
 //go:embed lua/histread.lua
 var histReadScript string

@@ -25,14 +25,6 @@ var historyDefaultSpan = map[streams.Step]time.Duration{
 	streams.StepDay:    30 * 24 * time.Hour,
 }
 
-// historyRetention is how long each step's points are kept (docs/protocol.md,
-// history).
-var historyRetention = map[streams.Step]time.Duration{
-	streams.StepMinute: streams.RetainMinutes,
-	streams.StepHour:   streams.RetainHours,
-	streams.StepDay:    streams.RetainDays,
-}
-
 // historyPoint is one point of a history answer; the day fields only on
 // day points.
 type historyPoint struct {
@@ -144,7 +136,7 @@ func parseHistoryQuery(q map[string][]string, now time.Time) (streams.Step, time
 	if from.After(to) {
 		return "", time.Time{}, time.Time{}, errBadQuery("from", "from must not be after to (or now)")
 	}
-	keep := historyRetention[step]
+	keep := step.Retention()
 	if oldest := now.Add(-keep); from.Before(oldest) {
 		return "", time.Time{}, time.Time{}, errBadQuery("from", fmt.Sprintf("%s points are kept for %s: from must not be before %s",
 			step, retentionText(keep), oldest.UTC().Truncate(time.Second).Format(time.RFC3339)))

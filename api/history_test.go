@@ -198,3 +198,26 @@ func TestVisitorHistoryBadQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestVisitorHistoryWholeRetention: a range of exactly a step's retention
+// is answered, with the partial buckets at both ends.
+func TestVisitorHistoryWholeRetention(t *testing.T) {
+	now := time.Date(2026, 12, 4, 10, 0, 30, 0, time.UTC)
+	g, _ := historyGateway(t, now)
+	key := http.Header{"Authorization": {"Bearer " + testAPIKey}}
+	for _, c := range []struct {
+		step string
+		keep time.Duration
+		want int
+	}{
+		{"minute", 48 * time.Hour, 48*60 + 1},
+		{"hour", 90 * 24 * time.Hour, 90*24 + 1},
+		{"day", 400 * 24 * time.Hour, 401},
+	} {
+		code, _, m := g.get(historyPath(community1, historyQuery(c.step, now.Add(-c.keep), now)), key)
+		points, _ := m["points"].([]any)
+		if code != 200 || len(points) != c.want {
+			t.Errorf("%s over %s: %d, %d points (%v); want 200 and %d", c.step, c.keep, code, len(points), m["message"], c.want)
+		}
+	}
+}

@@ -20,11 +20,13 @@ const (
 	RetainDays    = 400 * 24 * time.Hour
 )
 
-// The most points one query may ask for: what each step keeps.
+// The most points one query may ask for: the buckets that hold a whole
+// retention window, the partial ones at both ends included (a day more for
+// the days, whose length changes with the clocks).
 const (
-	MaxMinutePoints = 2880
-	MaxHourPoints   = 2160
-	MaxDayPoints    = 400
+	MaxMinutePoints = 2880 + 1
+	MaxHourPoints   = 2160 + 1
+	MaxDayPoints    = 400 + 2
 )
 
 // ParseStep returns the Step named s.

@@ -396,9 +396,9 @@ func checkRange(t testing.TB, bus streams.Bus, c string, now time.Time) {
 		from, to time.Time
 	}{
 		{streams.StepMinute, now, now.Add(-time.Second)},
-		{streams.StepMinute, m.Add(-2880 * time.Minute), now},
-		{streams.StepHour, now.Add(-2160 * time.Hour), now},
-		{streams.StepDay, now.AddDate(0, 0, -400), now},
+		{streams.StepMinute, m.Add(-2881 * time.Minute), now},
+		{streams.StepHour, now.Add(-2161 * time.Hour), now},
+		{streams.StepDay, now.AddDate(0, 0, -402), now},
 		{streams.StepDay, time.Time{}, now},
 		{"week", now.Add(-time.Hour), now},
 	}
@@ -407,8 +407,9 @@ func checkRange(t testing.TB, bus streams.Bus, c string, now time.Time) {
 			t.Errorf("VisitorHistory(%s, %s, %s) error = %v; want ErrHistoryRange", q.step, q.from.Format(time.RFC3339), q.to.Format(time.RFC3339), err)
 		}
 	}
-	if n := len(history(t, bus, c, streams.StepMinute, m.Add(-2879*time.Minute), now.Add(time.Hour))); n != 2880 {
-		t.Errorf("VisitorHistory(minute, the last 2880 minutes) = %d points; want 2880", n)
+	// A whole retention window: its partial buckets at both ends too.
+	if n := len(history(t, bus, c, streams.StepMinute, now.Add(-48*time.Hour), now.Add(time.Hour))); n != 2881 {
+		t.Errorf("VisitorHistory(minute, the last 48 hours) = %d points; want 2881", n)
 	}
 	if ps := history(t, bus, c, streams.StepMinute, now.Add(time.Hour), now.Add(2*time.Hour)); len(ps) != 0 {
 		t.Errorf("VisitorHistory(minute, the future) = %d points; want 0", len(ps))

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"testing"
-	"time"
 )
 
 // TestAbuseShort runs `abuse` for real, briefly, against a footfall built
@@ -13,28 +9,14 @@ import (
 // closed by the server, the node back at its baseline, the legitimate
 // clients still connected. No figure of speed is asserted.
 func TestAbuseShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and starts footfall")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out, progress bytes.Buffer
-	err := dispatch(ctx, []string{"abuse", "--json",
+	var rep abuseReport
+	runJSON(t, &rep, "abuse",
 		// A low REST limit, so that the bursts meet it however slowly this
 		// machine sends them (the race detector slows the harness too).
 		"--server-env", "FOOTFALL_REQUEST_RATE_PER_IP=1", "--idle-timeout", "2s",
 		"--legit", "20", "--quiet-phase", "2s", "--duration", "3s", "--settle", "30s",
 		"--burst-addrs", "4", "--burst", "250", "--idle", "40", "--slowloris", "20",
-		"--bogus", "30", "--resumes", "10",
-	}, &out, &progress)
-	if err != nil {
-		t.Fatalf("abuse: %v\n%s", err, progress.String())
-	}
-	var rep abuseReport
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("abuse --json: %v\n%s", err, out.String())
-	}
-	t.Logf("report: %s", out.String())
+		"--bogus", "30", "--resumes", "10")
 	if rep.FiveXX != 0 {
 		t.Errorf("%d answers were 5xx; want none", rep.FiveXX)
 	}

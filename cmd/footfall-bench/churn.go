@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
-	"sync/atomic"
+	"slices"
 	"text/tabwriter"
 	"time"
 )
@@ -58,48 +54,10 @@ type churnReport struct {
 	Phases   []churnPhase `json:"phases"`
 }
 
-type churnResult struct {
-	Median churnReport   `json:"median"`
-	Runs   []churnReport `json:"runs"`
-}
-
-// countEvent is one count message a watcher received.
-type countEvent struct {
-	at    int64 // Unix ns
-	count int
-}
-
-type watcher struct {
-	c      *benchClient
-	last   atomic.Int64
-	mu     sync.Mutex
-	events []countEvent
-}
-
-var (
-	visitorTypePrefix = []byte(`"type":"visitor_`)
-	countKey          = []byte(`"count":`)
-)
-
-func (w *watcher) onMsg(msg []byte, now int64) {
-	if !bytes.Contains(msg, visitorTypePrefix) {
-		return
-	}
-	n, ok := extractInt(msg, countKey)
-	if !ok {
-		return
-	}
-	w.mu.Lock()
-	w.events = append(w.events, countEvent{now, int(n)})
-	w.mu.Unlock()
-	w.last.Store(n)
-}
+type churnResult = medianOf[churnReport]
 
 func cmdChurn(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("footfall-bench churn", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var sf serverFlags
-	sf.register(fs, kindFootfall)
+	fs, sf := newCommand("churn", stderr)
 	var cfg churnConfig
 	fs.IntVar(&cfg.Visitors, "visitors", 1000, "distinct visitors that join at once")
 	fs.IntVar(&cfg.Watchers, "watchers", 50, "visitors-stream WebSocket clients that watch the count")
@@ -148,27 +106,16 @@ func cmdChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var runs []churnReport
 	for i := 0; i < *repeat; i++ {
 		fmt.Fprintf(stderr, "churn run %d/%d: %d visitors via %s, %d watchers...\n", i+1, *repeat, cfg.Visitors, cfg.Join, cfg.Watchers)
-		if err := sf.waitQuiet(ctx, stderr); err != nil {
-			return err
-		}
-		tg, err := sf.start(ctx, kind, bin)
-		if err != nil {
-			return err
-		}
-		rep, err := churnOnce(ctx, tg, cfg, uint32(0x100+i))
-		_ = tg.stop()
+		rep, err := onFresh(ctx, sf, kind, bin, stderr, func(tg *target) (churnReport, error) {
+			return churnOnce(ctx, tg, cfg, uint32(0x100+i))
+		})
 		if err != nil {
 			return err
 		}
 		runs = append(runs, rep)
 		time.Sleep(time.Second)
 	}
-	res := churnResult{Median: medianChurn(runs), Runs: runs}
-	if *asJSON {
-		return writeJSON(stdout, res)
-	}
-	writeChurnText(stdout, res)
-	return nil
+	return emit(stdout, *asJSON, churnResult{Median: medianChurn(runs), Runs: runs}, writeChurnText)
 }
 
 func churnOnce(ctx context.Context, tg *target, cfg churnConfig, tag uint32) (churnReport, error) {
@@ -178,41 +125,11 @@ func churnOnce(ctx context.Context, tg *target, cfg churnConfig, tag uint32) (ch
 	}
 	community := communityIDs(1, tag)[0]
 
-	// Watchers.
-	watchers := make([]*watcher, cfg.Watchers)
-	wctr := newCounters()
-	var wg sync.WaitGroup
-	var all []*benchClient
-	defer func() {
-		for _, c := range all {
-			c.stop()
-		}
-		wg.Wait()
-	}()
-	start := func(c *benchClient, ctr *counters, sem chan struct{}) {
-		all = append(all, c)
-		if sem != nil {
-			sem <- struct{}{}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.run(ctx, tg, "ws", ctr, sem)
-		}()
-	}
-	for i := range watchers {
-		tok, err := tg.token(fmt.Sprintf("watcher-%d-%d", tag, i), community, roleFor("visitors"), 6*time.Hour)
-		if err != nil {
-			return rep, err
-		}
-		w := &watcher{c: newBenchClient(community, "visitors", tok)}
-		w.c.onMsg = w.onMsg
-		w.c.local = tg.sourceIP(i, cfg.PerIP)
-		watchers[i] = w
-		start(w.c, wctr, nil)
-	}
-	if err := waitReady(ctx, wctr, cfg.Watchers, 30*time.Second); err != nil {
-		return rep, fmt.Errorf("watchers: %w", err)
+	pool := newPool(ctx)
+	defer pool.stop()
+	watchers, _, err := startWatchers(ctx, pool, tg, community, "watcher", tag, cfg.Watchers, cfg.PerIP, false)
+	if err != nil {
+		return rep, err
 	}
 	// The watchers' own joins settle into one count.
 	base, err := waitAgree(ctx, watchers, 10*time.Second)
@@ -231,26 +148,31 @@ func churnOnce(ctx context.Context, tg *target, cfg churnConfig, tag uint32) (ch
 	var visitors []*benchClient
 	var t0, tLast time.Time
 	final := base + cfg.Visitors
-	if cfg.Join == "api" {
+	// viaAPI sends every visitor's action in batches: when it began, the
+	// count answered and when the last answer came.
+	viaAPI := func(action string) (t0 time.Time, count int, last time.Time, err error) {
 		t0 = time.Now()
-		n, last, err := visitorEvents(ctx, hc, tg, community, ids, "join")
-		if err != nil {
+		count, last, err = visitorEvents(ctx, hc, tg, community, ids, action)
+		return t0, count, last, err
+	}
+	if cfg.Join == "api" {
+		if t0, final, tLast, err = viaAPI("join"); err != nil {
 			return rep, err
 		}
-		final, tLast = n, last
 	} else {
 		vctr := newCounters()
 		sem := make(chan struct{}, cfg.InFlight)
 		t0 = time.Now()
 		for i := range ids {
-			tok, err := tg.token(ids[i], community, roleFor("visitors"), 6*time.Hour)
+			// No source address is shared with a watcher.
+			c, err := tg.newClient(ids[i], community, "visitors", tg.sourceIP(cfg.Watchers+cfg.PerIP+i, cfg.PerIP), 6*time.Hour)
 			if err != nil {
 				return rep, err
 			}
-			c := newBenchClient(community, "visitors", tok)
-			c.local = tg.sourceIP(cfg.Watchers+cfg.PerIP+i, cfg.PerIP) // no address shared with a watcher
 			visitors = append(visitors, c)
-			start(c, vctr, sem)
+			if err := pool.start(tg, c, "ws", vctr, sem); err != nil {
+				return rep, err
+			}
 		}
 		if err := waitReady(ctx, vctr, cfg.Visitors, 60*time.Second); err != nil {
 			return rep, fmt.Errorf("visitors: %w", err)
@@ -269,12 +191,9 @@ func churnOnce(ctx context.Context, tg *target, cfg churnConfig, tag uint32) (ch
 		w.mu.Unlock()
 	}
 	if cfg.Join == "api" {
-		t0 = time.Now()
-		n, last, err := visitorEvents(ctx, hc, tg, community, ids, "leave")
-		if err != nil {
+		if t0, final, tLast, err = viaAPI("leave"); err != nil {
 			return rep, err
 		}
-		final, tLast = n, last
 	} else {
 		t0 = time.Now()
 		for _, c := range visitors {
@@ -287,139 +206,12 @@ func churnOnce(ctx context.Context, tg *target, cfg churnConfig, tag uint32) (ch
 	return rep, nil
 }
 
-func waitReady(ctx context.Context, ctr *counters, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for ctr.ready.Load()+ctr.failed.Load() < int64(n) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d connected within %s", ctr.ready.Load(), n, timeout)
-		}
-		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	if f := ctr.failed.Load(); f > 0 {
-		ctr.mu.Lock()
-		defer ctr.mu.Unlock()
-		return fmt.Errorf("%d of %d failed to connect: %v", f, n, ctr.errs)
-	}
-	return nil
-}
-
-// waitAgree waits until every watcher holds the same count for a while and
-// returns it.
-func waitAgree(ctx context.Context, ws []*watcher, timeout time.Duration) (int, error) {
-	deadline := time.Now().Add(timeout)
-	stable := 0
-	prev := int64(-1)
-	for {
-		v := ws[0].last.Load()
-		same := true
-		for _, w := range ws[1:] {
-			if w.last.Load() != v {
-				same = false
-				break
-			}
-		}
-		if same && v == prev {
-			stable++
-		} else {
-			stable = 0
-		}
-		prev = v
-		if stable >= 20 { // 20 x 25 ms: half a second without change
-			return int(v), nil
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("watchers did not agree on a count within %s", timeout)
-		}
-		if err := sleepCtx(ctx, 25*time.Millisecond); err != nil {
-			return 0, err
-		}
-	}
-}
-
-// visitorEvents sends action for every id in batches of up to 1000 (all at
-// once) and returns the highest count answered (joins) or the lowest
-// (leaves), and when the last answer arrived.
-func visitorEvents(ctx context.Context, hc *http.Client, tg *target, community string, ids []string, action string) (int, time.Time, error) {
-	type answer struct {
-		count int
-		at    time.Time
-		err   error
-	}
-	var batches [][]string
-	for i := 0; i < len(ids); i += 1000 {
-		batches = append(batches, ids[i:min(i+1000, len(ids))])
-	}
-	answers := make(chan answer, len(batches))
-	for _, b := range batches {
-		var body bytes.Buffer
-		body.WriteByte('[')
-		for i, id := range b {
-			if i > 0 {
-				body.WriteByte(',')
-			}
-			fmt.Fprintf(&body, `{"visitor_id":%q,"authenticated":false,"action":%q}`, id, action)
-		}
-		body.WriteByte(']')
-		go func(body []byte) {
-			req, err := tg.serviceRequest(ctx, http.MethodPost, "/api/v1/communities/"+community+"/visitor-events", body)
-			if err != nil {
-				answers <- answer{err: err}
-				return
-			}
-			resp, err := hc.Do(req)
-			at := time.Now()
-			if err != nil {
-				answers <- answer{err: err}
-				return
-			}
-			defer resp.Body.Close()
-			var m struct {
-				Count int `json:"count"`
-			}
-			if resp.StatusCode != http.StatusOK {
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-				answers <- answer{err: fmt.Errorf("visitor-events: HTTP %d %s", resp.StatusCode, b)}
-				return
-			}
-			err = json.NewDecoder(resp.Body).Decode(&m)
-			answers <- answer{count: m.Count, at: at, err: err}
-		}(body.Bytes())
-	}
-	var count int
-	var last time.Time
-	for i := range batches {
-		a := <-answers
-		if a.err != nil {
-			return 0, last, a.err
-		}
-		if i == 0 || (action == "join" && a.count > count) || (action == "leave" && a.count < count) {
-			count = a.count
-		}
-		if a.at.After(last) {
-			last = a.at
-		}
-	}
-	return count, last, nil
-}
-
 // measurePhase waits until every watcher holds final (or the timeout), a
 // second more for stragglers, and measures the burst.
 func measurePhase(ctx context.Context, ws []*watcher, phase string, cfg churnConfig, from, final int, t0, tLast time.Time) churnPhase {
 	p := churnPhase{Phase: phase, Visitors: cfg.Visitors, Watchers: len(ws), StartCount: from, FinalCount: final, BurstMS: round(ms(tLast.Sub(t0)), 1)}
 	deadline := time.Now().Add(cfg.Timeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		done := true
-		for _, w := range ws {
-			if w.last.Load() != int64(final) {
-				done = false
-				break
-			}
-		}
-		if done {
-			break
-		}
+	for time.Now().Before(deadline) && ctx.Err() == nil && !allHold(ws, final) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	_ = sleepCtx(ctx, time.Second) // anything still coming (an overshoot) is seen
@@ -477,25 +269,12 @@ func medianChurn(rs []churnReport) churnReport {
 	}
 	m := rs[0]
 	m.Runs = len(rs)
-	m.Phases = append([]churnPhase(nil), rs[0].Phases...)
+	m.Phases = slices.Clone(rs[0].Phases)
 	for pi := range m.Phases {
-		f := func(get func(churnPhase) float64) float64 {
-			var xs []float64
-			for _, r := range rs {
-				if pi < len(r.Phases) {
-					xs = append(xs, get(r.Phases[pi]))
-				}
-			}
-			return median(xs)
-		}
-		p := &m.Phases[pi]
-		p.BurstMS = f(func(c churnPhase) float64 { return c.BurstMS })
-		p.ConvergeAfterLastMS = f(func(c churnPhase) float64 { return c.ConvergeAfterLastMS })
-		p.ConvergeAfterFirstMS = f(func(c churnPhase) float64 { return c.ConvergeAfterFirstMS })
-		p.MaxMsgsPerSecond = int(f(func(c churnPhase) float64 { return float64(c.MaxMsgsPerSecond) }) + 0.5)
-		p.MeanMsgsPerWatcher = f(func(c churnPhase) float64 { return c.MeanMsgsPerWatcher })
-		p.MaxMsgsPerWatcher = int(f(func(c churnPhase) float64 { return float64(c.MaxMsgsPerWatcher) }) + 0.5)
-		p.Converged = int(f(func(c churnPhase) float64 { return float64(c.Converged) }) + 0.5)
+		medianInto(&m.Phases[pi], phaseAt(rs, pi, func(r churnReport) []churnPhase { return r.Phases }), func(p *churnPhase) []any {
+			return []any{&p.BurstMS, &p.ConvergeAfterLastMS, &p.ConvergeAfterFirstMS, &p.MaxMsgsPerSecond,
+				&p.MeanMsgsPerWatcher, &p.MaxMsgsPerWatcher, &p.Converged}
+		})
 	}
 	return m
 }

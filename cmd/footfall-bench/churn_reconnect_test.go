@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -108,25 +107,11 @@ func TestMedianReconnectAndRatios(t *testing.T) {
 // nothing, with it off they hear every paced reconnect, and both end on
 // the count they started with.
 func TestChurnReconnect(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and starts footfall")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out, progress bytes.Buffer
-	err := dispatch(ctx, []string{"churn", "--mode", "reconnect", "--json",
+	var res reconnectResult
+	runJSON(t, &res, "churn", "--mode", "reconnect",
 		"--visitors", "8", "--watchers", "3", "--visitor-transport", "mixed",
 		"--leave-grace", "1s,0s", "--reconnect-within", "250ms", "--tail", "1500ms",
-		"--paced-reconnects", "4", "--paced-rate", "4", "--duration", "1s",
-	}, &out, &progress)
-	if err != nil {
-		t.Fatalf("churn --mode reconnect: %v\n%s", err, progress.String())
-	}
-	var res reconnectResult
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		t.Fatalf("--json: %v\n%s", err, out.String())
-	}
-	t.Logf("progress:\n%s\nreport:\n%s", progress.String(), out.String())
+		"--paced-reconnects", "4", "--paced-rate", "4", "--duration", "1s")
 	if len(res.Sets) != 2 || res.Sets[0].GraceMS != 1000 || res.Sets[1].GraceMS != 0 {
 		t.Fatalf("graces %+v; want 1s then 0s", res.Sets)
 	}

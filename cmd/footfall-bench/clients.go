@@ -54,10 +54,10 @@ type counters struct {
 	mu        sync.Mutex
 	connectNS []int64   // dial start to first message, per ready client
 	lastReady time.Time // when the last client became ready
-	errs      map[string]int
+	errs      errCounts
 }
 
-func newCounters() *counters { return &counters{errs: make(map[string]int)} }
+func newCounters() *counters { return &counters{errs: errCounts{}} }
 
 func (ctr *counters) readyIn(d time.Duration, at time.Time) {
 	ctr.mu.Lock()
@@ -71,11 +71,7 @@ func (ctr *counters) readyIn(d time.Duration, at time.Time) {
 
 func (ctr *counters) fail(err error) {
 	ctr.mu.Lock()
-	msg := err.Error()
-	if len(msg) > 160 {
-		msg = msg[:160]
-	}
-	ctr.errs[msg]++
+	ctr.errs.add(err)
 	ctr.mu.Unlock()
 	ctr.failed.Add(1)
 }

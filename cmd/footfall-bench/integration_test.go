@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,22 +74,11 @@ func TestSoakValkeyRestart(t *testing.T) {
 		t.Skip("builds and starts footfall")
 	}
 	server := valkeytest.Binary(t) // skips without redis-server, unless FOOTFALL_TEST_REQUIRE_VALKEY=1
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out, progress bytes.Buffer
-	err := dispatch(ctx, []string{"soak", "--json",
+	var rep soakReport
+	runJSON(t, &rep, "soak",
 		"--valkey-restart", "--valkey-server", server, "--nodes", "2", "--valkey-down", "1s",
 		"--duration", "8s", "--sample-every", "2s", "--clients", "40", "--communities", "4",
-		"--rate", "5", "--reconnect-rate", "2", "--churn-every", "1s", "--churn-size", "10",
-	}, &out, &progress)
-	if err != nil {
-		t.Fatalf("soak --valkey-restart: %v\n%s", err, progress.String())
-	}
-	var rep soakReport
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("soak --json: %v\n%s", err, out.String())
-	}
-	t.Logf("progress:\n%s", progress.String())
+		"--rate", "5", "--reconnect-rate", "2", "--churn-every", "1s", "--churn-size", "10")
 	if !rep.Valkey || rep.Nodes != 2 || len(rep.Outages) != 1 {
 		t.Fatalf("report: valkey %v, nodes %d, restarts %d; want true, 2, 1", rep.Valkey, rep.Nodes, len(rep.Outages))
 	}
@@ -118,4 +108,25 @@ func TestSoakValkeyRestart(t *testing.T) {
 			t.Errorf("node %d bus metrics %v; want a reconnect and a server restart", i+1, m)
 		}
 	}
+}
+
+// runJSON runs a subcommand for real (it builds and starts footfall from
+// this module: skipped with -short) with --json, decodes its report into
+// v and logs its progress and report.
+func runJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and starts footfall")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, progress bytes.Buffer
+	argv := append([]string{args[0], "--json"}, args[1:]...)
+	if err := dispatch(ctx, argv, &out, &progress); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, progress.String())
+	}
+	if err := json.Unmarshal(out.Bytes(), v); err != nil {
+		t.Fatalf("%s --json: %v\n%s", args[0], err, out.String())
+	}
+	t.Logf("progress:\n%s\nreport:\n%s", progress.String(), out.String())
 }

@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 )
@@ -95,16 +94,15 @@ func pinSelf(cpu string) error {
 	if cpu == "" || os.Getenv(pinEnv) == cpu {
 		return nil
 	}
-	taskset, err := exec.LookPath("taskset")
-	if err != nil {
-		return fmt.Errorf("--client-cpu needs taskset (util-linux): %w", err)
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	argv := append([]string{"taskset", "-c", cpu, exe}, os.Args[1:]...)
-	return syscall.Exec(taskset, argv, append(os.Environ(), pinEnv+"="+cpu))
+	argv, err := underTaskset(cpu, "--client-cpu", append([]string{exe}, os.Args[1:]...))
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(argv[0], argv, append(os.Environ(), pinEnv+"="+cpu))
 }
 
 // raiseFDLimit raises the soft RLIMIT_NOFILE to the hard limit and checks

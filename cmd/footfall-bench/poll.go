@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,16 +47,10 @@ type pollReport struct {
 	Ratio       float64   `json:"count_to_healthz"`
 }
 
-type pollResult struct {
-	Median pollReport   `json:"median"`
-	Runs   []pollReport `json:"runs"`
-}
+type pollResult = medianOf[pollReport]
 
 func cmdPoll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("footfall-bench poll", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var sf serverFlags
-	sf.register(fs, kindFootfall)
+	fs, sf := newCommand("poll", stderr)
 	var cfg pollConfig
 	fs.IntVar(&cfg.Connections, "connections", 50, "concurrent keep-alive connections")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each of the two phases")
@@ -92,30 +85,19 @@ func cmdPoll(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer cleanup()
 	// Every poll comes from one loopback address: lift the per-address
 	// request limit, which would otherwise answer most of them 429.
-	sf.serverEnv = append(sf.serverEnv, "FOOTFALL_REQUEST_RATE_PER_IP=1e9")
+	sf = sf.withEnv("FOOTFALL_REQUEST_RATE_PER_IP=1e9")
 	var runs []pollReport
 	for i := 0; i < *repeat; i++ {
 		fmt.Fprintf(stderr, "poll run %d/%d: %s, %d connections, 2 x %s...\n", i+1, *repeat, cfg.Tool, cfg.Connections, cfg.Duration)
-		if err := sf.waitQuiet(ctx, stderr); err != nil {
-			return err
-		}
-		tg, err := sf.start(ctx, kind, bin)
-		if err != nil {
-			return err
-		}
-		rep, err := pollOnce(ctx, tg, cfg, uint32(0x200+i), i%2 == 1)
-		_ = tg.stop()
+		rep, err := onFresh(ctx, sf, kind, bin, stderr, func(tg *target) (pollReport, error) {
+			return pollOnce(ctx, tg, cfg, uint32(0x200+i), i%2 == 1)
+		})
 		if err != nil {
 			return err
 		}
 		runs = append(runs, rep)
 	}
-	res := pollResult{Median: medianPoll(runs), Runs: runs}
-	if *asJSON {
-		return writeJSON(stdout, res)
-	}
-	writePollText(stdout, res)
-	return nil
+	return emit(stdout, *asJSON, pollResult{Median: medianPoll(runs), Runs: runs}, writePollText)
 }
 
 func pollOnce(ctx context.Context, tg *target, cfg pollConfig, tag uint32, countFirst bool) (pollReport, error) {
@@ -285,22 +267,10 @@ func medianPoll(rs []pollReport) pollReport {
 	}
 	m := rs[0]
 	m.Runs = len(rs)
-	f := func(get func(pollReport) float64) float64 {
-		xs := make([]float64, len(rs))
-		for i, r := range rs {
-			xs[i] = get(r)
-		}
-		return median(xs)
-	}
-	m.Healthz.RPS = f(func(r pollReport) float64 { return r.Healthz.RPS })
-	m.Count.RPS = f(func(r pollReport) float64 { return r.Count.RPS })
-	m.Healthz.ServerCPUS = f(func(r pollReport) float64 { return r.Healthz.ServerCPUS })
-	m.Count.ServerCPUS = f(func(r pollReport) float64 { return r.Count.ServerCPUS })
-	m.Healthz.CPUPerReqUS = f(func(r pollReport) float64 { return r.Healthz.CPUPerReqUS })
-	m.Count.CPUPerReqUS = f(func(r pollReport) float64 { return r.Count.CPUPerReqUS })
-	m.Healthz.LatencyP99MS = f(func(r pollReport) float64 { return r.Healthz.LatencyP99MS })
-	m.Count.LatencyP99MS = f(func(r pollReport) float64 { return r.Count.LatencyP99MS })
-	m.Ratio = f(func(r pollReport) float64 { return r.Ratio })
+	medianInto(&m, rs, func(r *pollReport) []any {
+		return []any{&r.Healthz.RPS, &r.Count.RPS, &r.Healthz.ServerCPUS, &r.Count.ServerCPUS,
+			&r.Healthz.CPUPerReqUS, &r.Count.CPUPerReqUS, &r.Healthz.LatencyP99MS, &r.Count.LatencyP99MS, &r.Ratio}
+	})
 	var n2h, n2c, eh, ec int64
 	for _, r := range rs {
 		n2h += r.Healthz.Non2xx

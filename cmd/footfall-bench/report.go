@@ -87,45 +87,15 @@ func medianReport(rs []Report) Report {
 	}
 	m := rs[0]
 	m.Runs = len(rs)
-	f := func(get func(Report) float64) float64 {
-		xs := make([]float64, len(rs))
-		for i, r := range rs {
-			xs[i] = get(r)
-		}
-		return median(xs)
-	}
-	i := func(get func(Report) float64) int64 { return int64(f(get) + 0.5) }
-	m.Connected = int(i(func(r Report) float64 { return float64(r.Connected) }))
-	m.ConnectFailed = int(i(func(r Report) float64 { return float64(r.ConnectFailed) }))
-	m.ConnectTotalMS = f(func(r Report) float64 { return r.ConnectTotalMS })
-	m.ConnectP50MS = f(func(r Report) float64 { return r.ConnectP50MS })
-	m.ConnectP99MS = f(func(r Report) float64 { return r.ConnectP99MS })
-	m.Expected = i(func(r Report) float64 { return float64(r.Expected) })
-	m.Received = i(func(r Report) float64 { return float64(r.Received) })
-	m.DeliveryRatio = f(func(r Report) float64 { return r.DeliveryRatio })
-	m.LatencyP50MS = f(func(r Report) float64 { return r.LatencyP50MS })
-	m.LatencyP99MS = f(func(r Report) float64 { return r.LatencyP99MS })
-	m.LatencyMaxMS = f(func(r Report) float64 { return r.LatencyMaxMS })
-	m.PublishP50MS = f(func(r Report) float64 { return r.PublishP50MS })
-	m.PublishP99MS = f(func(r Report) float64 { return r.PublishP99MS })
-	m.PublishErrors = int(i(func(r Report) float64 { return float64(r.PublishErrors) }))
-	m.Disconnected = int(i(func(r Report) float64 { return float64(r.Disconnected) }))
-	m.RSSBeforeKiB = i(func(r Report) float64 { return float64(r.RSSBeforeKiB) })
-	m.RSSConnectedKiB = i(func(r Report) float64 { return float64(r.RSSConnectedKiB) })
-	m.RSSEndKiB = i(func(r Report) float64 { return float64(r.RSSEndKiB) })
-	m.RSSPerConnKiB = f(func(r Report) float64 { return r.RSSPerConnKiB })
-	m.Goroutines = i(func(r Report) float64 { return float64(r.Goroutines) })
-	m.GoroutinesPerConn = f(func(r Report) float64 { return r.GoroutinesPerConn })
-	m.HeapPerConnKiB = f(func(r Report) float64 { return r.HeapPerConnKiB })
-	m.ServerThreads = int(i(func(r Report) float64 { return float64(r.ServerThreads) }))
-	m.ServerFDs = int(i(func(r Report) float64 { return float64(r.ServerFDs) }))
-	m.ServerCPUConnectS = f(func(r Report) float64 { return r.ServerCPUConnectS })
-	m.ServerCPUFanoutS = f(func(r Report) float64 { return r.ServerCPUFanoutS })
-	m.ServerCPUTotalS = f(func(r Report) float64 { return r.ServerCPUTotalS })
-	m.ClientCPUS = f(func(r Report) float64 { return r.ClientCPUS })
-	m.ServerCPUPerMsgUS = f(func(r Report) float64 { return r.ServerCPUPerMsgUS })
-	m.LoadAvg = f(func(r Report) float64 { return r.LoadAvg })
-	m.OtherCPUS = f(func(r Report) float64 { return r.OtherCPUS })
+	medianInto(&m, rs, func(r *Report) []any {
+		return []any{&r.Connected, &r.ConnectFailed, &r.ConnectTotalMS, &r.ConnectP50MS, &r.ConnectP99MS,
+			&r.Expected, &r.Received, &r.DeliveryRatio, &r.LatencyP50MS, &r.LatencyP99MS, &r.LatencyMaxMS,
+			&r.PublishP50MS, &r.PublishP99MS, &r.PublishErrors, &r.Disconnected,
+			&r.RSSBeforeKiB, &r.RSSConnectedKiB, &r.RSSEndKiB, &r.RSSPerConnKiB,
+			&r.Goroutines, &r.GoroutinesPerConn, &r.HeapPerConnKiB, &r.ServerThreads, &r.ServerFDs,
+			&r.ServerCPUConnectS, &r.ServerCPUFanoutS, &r.ServerCPUTotalS, &r.ClientCPUS, &r.ServerCPUPerMsgUS,
+			&r.LoadAvg, &r.OtherCPUS}
+	})
 	m.ConnectErrors = nil
 	for _, r := range rs {
 		for k, v := range r.ConnectErrors {
@@ -138,11 +108,14 @@ func medianReport(rs []Report) Report {
 	return m
 }
 
-// runResult is one target's runs and their median.
-type runResult struct {
-	Median Report   `json:"median"`
-	Runs   []Report `json:"runs"`
+// medianOf is the runs of a measurement and their median.
+type medianOf[T any] struct {
+	Median T   `json:"median"`
+	Runs   []T `json:"runs"`
 }
+
+// runResult is one target's runs and their median.
+type runResult = medianOf[Report]
 
 // targetCheck is one benchmark target (BENCHMARKS.md, "Targets") checked
 // against a measurement.
@@ -161,13 +134,6 @@ type compareResult struct {
 	Footfall runResult          `json:"footfall"`
 	Ratios   map[string]float64 `json:"ratios"`
 	Targets  []targetCheck      `json:"targets"`
-}
-
-func ratio(a, b float64) float64 {
-	if b == 0 {
-		return 0
-	}
-	return round(a/b, 3)
 }
 
 func newCompare(base, ff runResult) compareResult {

@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"sync"
 	"time"
@@ -57,10 +57,7 @@ func communityIDs(k int, tag uint32) []string {
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("footfall-bench run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var sf serverFlags
-	sf.register(fs, kindFootfall)
+	fs, sf := newCommand("run", stderr)
 	var cfg runConfig
 	fs.StringVar(&cfg.Transport, "transport", "ws", "ws or sse")
 	fs.StringVar(&cfg.Stream, "stream", "dashboard", "visitors or dashboard")
@@ -106,7 +103,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for i := 0; i < *repeat; i++ {
 		for _, k := range kinds {
 			fmt.Fprintf(stderr, "run %d/%d: %s, %d %s %s clients...\n", i+1, *repeat, k, cfg.Clients, cfg.Transport, cfg.Stream)
-			rep, err := runTarget(ctx, &sf, k, bin, cfg, uint32(i*len(kinds)+len(results[k])), stderr)
+			rep, err := onFresh(ctx, sf, k, bin, stderr, func(tg *target) (Report, error) {
+				time.Sleep(500 * time.Millisecond) // let the server reach its idle RSS
+				return runOnce(ctx, tg, cfg, uint32(i*len(kinds)+len(results[k])))
+			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", k, err)
 			}
@@ -116,32 +116,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	res := func(k string) runResult { return runResult{Median: medianReport(results[k]), Runs: results[k]} }
 	if *compare {
-		cr := newCompare(res(kindBaseline), res(kind))
-		if *asJSON {
-			return writeJSON(stdout, cr)
-		}
-		writeCompareText(stdout, cr)
-		return nil
+		return emit(stdout, *asJSON, newCompare(res(kindBaseline), res(kind)), writeCompareText)
 	}
-	if *asJSON {
-		return writeJSON(stdout, res(kind))
-	}
-	writeRunText(stdout, res(kind))
-	return nil
-}
-
-// runTarget starts the server of kind, runs once and stops it.
-func runTarget(ctx context.Context, sf *serverFlags, kind, bin string, cfg runConfig, tag uint32, progress io.Writer) (Report, error) {
-	if err := sf.waitQuiet(ctx, progress); err != nil {
-		return Report{}, err
-	}
-	tg, err := sf.start(ctx, kind, bin)
-	if err != nil {
-		return Report{}, err
-	}
-	defer tg.stop()
-	time.Sleep(500 * time.Millisecond) // let the server reach its idle RSS
-	return runOnce(ctx, tg, cfg, tag)
+	return emit(stdout, *asJSON, res(kind), writeRunText)
 }
 
 // runOnce connects cfg.Clients clients to tg, publishes cfg.Broadcasts
@@ -160,53 +137,31 @@ func runOnce(ctx context.Context, tg *target, cfg runConfig, tag uint32) (Report
 	}
 	comms := communityIDs(cfg.Communities, tag)
 	clients := make([]*benchClient, cfg.Clients)
-	perCommunity := make([]int, cfg.Communities)
 	for i := range clients {
-		k := i % cfg.Communities
-		tok, err := tg.token(fmt.Sprintf("bench-%d-%d", tag, i), comms[k], roleFor(cfg.Stream), 6*time.Hour)
+		c, err := tg.newClient(fmt.Sprintf("bench-%d-%d", tag, i), comms[i%cfg.Communities], cfg.Stream, tg.sourceIP(i, cfg.PerIP), 6*time.Hour)
 		if err != nil {
 			return rep, err
 		}
-		clients[i] = newBenchClient(comms[k], cfg.Stream, tok)
-		clients[i].local = tg.sourceIP(i, cfg.PerIP)
+		clients[i] = c
 	}
 
 	// Connect.
-	idleMetrics, haveMetrics := tg.scrapeMetrics(ctx)
-	idle, haveStats := tg.stats()
-	cpu0 := clientCPU()
-	machine0, _ := readMachineCPU()
+	idle := takeSnapshot(ctx, tg)
+	cpu := startCPUWatch()
 	ctr := newCounters()
 	sem := make(chan struct{}, cfg.InFlight)
-	var wg sync.WaitGroup
-	defer func() {
-		for _, c := range clients {
-			c.stop()
-		}
-		wg.Wait()
-	}()
+	pool := newPool(ctx)
+	defer pool.stop()
 	start := time.Now()
 	for i, c := range clients {
 		if cfg.ConnectRate > 0 {
-			if d := time.Until(start.Add(time.Duration(float64(i) / cfg.ConnectRate * float64(time.Second)))); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-				}
+			if err := sleepCtx(ctx, time.Until(start.Add(time.Duration(float64(i)/cfg.ConnectRate*float64(time.Second))))); err != nil {
+				return rep, err
 			}
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+		if err := pool.start(tg, c, cfg.Transport, ctr, sem); err != nil {
+			return rep, err
 		}
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.run(ctx, tg, cfg.Transport, ctr, sem)
-		}()
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for ctr.ready.Load()+ctr.failed.Load() < int64(cfg.Clients) {
@@ -220,12 +175,8 @@ func runOnce(ctx context.Context, tg *target, cfg runConfig, tag uint32) (Report
 	ctr.mu.Lock()
 	connectNS := append([]int64(nil), ctr.connectNS...)
 	lastReady := ctr.lastReady
-	rep.ConnectErrors = nil
-	for k, v := range ctr.errs {
-		if rep.ConnectErrors == nil {
-			rep.ConnectErrors = map[string]int{}
-		}
-		rep.ConnectErrors[k] = v
+	if len(ctr.errs) > 0 {
+		rep.ConnectErrors = maps.Clone(ctr.errs)
 	}
 	ctr.mu.Unlock()
 	rep.Connected = len(connectNS)
@@ -233,11 +184,11 @@ func runOnce(ctx context.Context, tg *target, cfg runConfig, tag uint32) (Report
 	if rep.Connected > 0 {
 		rep.ConnectTotalMS = round(ms(lastReady.Sub(start)), 1)
 	}
-	cs := summarize(connectNS)
-	rep.ConnectP50MS, rep.ConnectP99MS = round(ms(cs.P50), 2), round(ms(cs.P99), 2)
+	rep.ConnectP50MS, rep.ConnectP99MS, _ = summarize(connectNS).ms()
 	if rep.Connected == 0 {
 		return rep, fmt.Errorf("no client connected: %v", rep.ConnectErrors)
 	}
+	perCommunity := make([]int, cfg.Communities)
 	for i, c := range clients {
 		if c.isReady.Load() {
 			perCommunity[i%cfg.Communities]++
@@ -246,18 +197,18 @@ func runOnce(ctx context.Context, tg *target, cfg runConfig, tag uint32) (Report
 	if err := sleepCtx(ctx, cfg.Settle); err != nil {
 		return rep, err
 	}
-	connected, _ := tg.stats()
-	if m, ok := tg.scrapeMetrics(ctx); ok && haveMetrics {
+	connected := takeSnapshot(ctx, tg)
+	if connected.metricsOK && idle.metricsOK {
 		rep.Metrics = true
-		rep.Goroutines = m.Goroutines
-		rep.GoroutinesPerConn = round(float64(m.Goroutines-idleMetrics.Goroutines)/float64(rep.Connected), 2)
-		rep.HeapPerConnKiB = round(float64(m.HeapInuseKiB-idleMetrics.HeapInuseKiB)/float64(rep.Connected), 2)
+		rep.Goroutines = connected.metrics.Goroutines
+		rep.GoroutinesPerConn = round(float64(connected.metrics.Goroutines-idle.metrics.Goroutines)/float64(rep.Connected), 2)
+		rep.HeapPerConnKiB = round(float64(connected.metrics.HeapInuseKiB-idle.metrics.HeapInuseKiB)/float64(rep.Connected), 2)
 	}
 
 	// Broadcast.
-	okPublished := make([]int, cfg.Communities)
 	var pubNS []int64
 	if cfg.Broadcasts > 0 {
+		var okPublished []int
 		var err error
 		okPublished, pubNS, rep.PublishErrors, err = publishProbes(ctx, tg, cfg, comms)
 		if err != nil {
@@ -273,45 +224,36 @@ func runOnce(ctx context.Context, tg *target, cfg runConfig, tag uint32) (Report
 			}
 		}
 	}
-	end, _ := tg.stats()
-	if m, ok := tg.scrapeMetrics(ctx); ok && haveMetrics {
-		rep.SocketFull = m.SocketFull - idleMetrics.SocketFull
+	end := takeSnapshot(ctx, tg)
+	if end.metricsOK && idle.metricsOK {
+		rep.SocketFull = end.metrics.SocketFull - idle.metrics.SocketFull
 	}
-	clientUsed := clientCPU() - cpu0
-	rep.ClientCPUS = round(clientUsed.Seconds(), 2)
-	if machine1, ok := readMachineCPU(); ok && haveStats {
-		rep.OtherCPUS = round(max(0, (machine1.busySince(machine0)-clientUsed-(end.CPU-idle.CPU)).Seconds()), 2)
+	rep.ClientCPUS = round(cpu.clientUsed().Seconds(), 2)
+	if idle.procOK {
+		rep.OtherCPUS, _ = cpu.otherCPU(end.proc.CPU - idle.proc.CPU)
 	}
 	rep.Disconnected = int(ctr.disconnected.Load())
 
 	// Stop the clients, then read what they recorded.
-	for _, c := range clients {
-		c.stop()
-	}
-	wg.Wait()
-	var lat []int64
-	for _, c := range clients {
-		lat = append(lat, c.lat...)
-	}
+	lat := latencies(pool.stop())
 	rep.Received = int64(len(lat))
 	if rep.Expected > 0 {
 		rep.DeliveryRatio = round(float64(rep.Received)/float64(rep.Expected), 4)
 	}
-	ls := summarize(lat)
-	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencyMaxMS = round(ms(ls.P50), 2), round(ms(ls.P99), 2), round(ms(ls.Max), 2)
-	ps := summarize(pubNS)
-	rep.PublishP50MS, rep.PublishP99MS = round(ms(ps.P50), 2), round(ms(ps.P99), 2)
+	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencyMaxMS = summarize(lat).ms()
+	rep.PublishP50MS, rep.PublishP99MS, _ = summarize(pubNS).ms()
 
-	if haveStats {
+	if idle.procOK {
 		rep.ServerStats = true
-		rep.RSSBeforeKiB, rep.RSSConnectedKiB, rep.RSSEndKiB = idle.RSSKiB, connected.RSSKiB, end.RSSKiB
-		rep.RSSPerConnKiB = round(float64(connected.RSSKiB-idle.RSSKiB)/float64(rep.Connected), 2)
-		rep.ServerThreads, rep.ServerFDs = connected.Threads, connected.FDs
-		rep.ServerCPUConnectS = round((connected.CPU - idle.CPU).Seconds(), 2)
-		rep.ServerCPUFanoutS = round((end.CPU - connected.CPU).Seconds(), 2)
-		rep.ServerCPUTotalS = round((end.CPU - idle.CPU).Seconds(), 2)
+		ip, cp, ep := idle.proc, connected.proc, end.proc
+		rep.RSSBeforeKiB, rep.RSSConnectedKiB, rep.RSSEndKiB = ip.RSSKiB, cp.RSSKiB, ep.RSSKiB
+		rep.RSSPerConnKiB = round(float64(cp.RSSKiB-ip.RSSKiB)/float64(rep.Connected), 2)
+		rep.ServerThreads, rep.ServerFDs = cp.Threads, cp.FDs
+		rep.ServerCPUConnectS = round((cp.CPU - ip.CPU).Seconds(), 2)
+		rep.ServerCPUFanoutS = round((ep.CPU - cp.CPU).Seconds(), 2)
+		rep.ServerCPUTotalS = round((ep.CPU - ip.CPU).Seconds(), 2)
 		if rep.Received > 0 {
-			rep.ServerCPUPerMsgUS = round(float64(end.CPU-connected.CPU)/float64(time.Microsecond)/float64(rep.Received), 2)
+			rep.ServerCPUPerMsgUS = round(float64(ep.CPU-cp.CPU)/float64(time.Microsecond)/float64(rep.Received), 2)
 		}
 	}
 	return rep, nil
@@ -345,22 +287,10 @@ func publishProbes(ctx context.Context, tg *target, cfg runConfig, comms []strin
 				defer wg.Done()
 				for k := range next {
 					t0 := time.Now()
-					req, err := tg.publishRequest(ctx, comms[k], cfg.Stream, probeMessage(cfg.Stream, comms[k], t0.UnixNano()))
-					if err != nil {
-						mu.Lock()
-						errs++
-						sample = err
-						mu.Unlock()
-						continue
-					}
-					resp, err := hc.Do(req)
+					status, err := tg.publish(ctx, hc, comms[k], cfg.Stream, probeMessage(cfg.Stream, comms[k], t0.UnixNano()))
 					d := time.Since(t0)
-					if err == nil {
-						_, _ = io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode/100 != 2 {
-							err = fmt.Errorf("publish: HTTP %d", resp.StatusCode)
-						}
+					if err == nil && status/100 != 2 {
+						err = fmt.Errorf("publish: HTTP %d", status)
 					}
 					mu.Lock()
 					if err != nil {
@@ -384,18 +314,4 @@ func publishProbes(ctx context.Context, tg *target, cfg runConfig, comms []strin
 		return ok, durs, errs, fmt.Errorf("every publish failed: %w", sample)
 	}
 	return ok, durs, errs, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

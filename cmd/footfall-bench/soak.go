@@ -2,17 +2,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"math/rand/v2"
 	"net/http"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 )
 
@@ -56,70 +50,8 @@ type soakConfig struct {
 	ValkeyDown   time.Duration
 }
 
-type soakSample struct {
-	ElapsedS float64 `json:"elapsed_s"`
-	Label    string  `json:"label"`
-	RSSKiB   int64   `json:"rss_kib"`
-	Threads  int     `json:"threads"`
-	FDs      int     `json:"fds"`
-	CPUS     float64 `json:"cpu_s"`
-	// From GET /metrics, when the server has it (0 otherwise).
-	Goroutines   int64 `json:"goroutines,omitempty"`
-	HeapInuseKiB int64 `json:"heap_inuse_kib,omitempty"`
-	OpenConns    int64 `json:"open_connections,omitempty"`
-	NextGCKiB    int64 `json:"next_gc_kib,omitempty"`
-}
-
-type soakReport struct {
-	Target        string       `json:"target"`
-	Nodes         int          `json:"nodes"`
-	Valkey        bool         `json:"valkey"`
-	DurationS     float64      `json:"duration_s"`
-	Clients       int          `json:"clients"`
-	Communities   int          `json:"communities"`
-	Broadcasts    int          `json:"broadcasts"`
-	PublishErrors int          `json:"publish_errors"`
-	Reconnects    int          `json:"reconnects"`
-	ChurnRounds   int          `json:"churn_rounds"`
-	ChurnVisitors int          `json:"churn_visitor_events"`
-	ChurnErrors   int          `json:"churn_errors"`
-	ConnectFailed int64        `json:"connect_failed"`
-	Disconnected  int64        `json:"unexpected_disconnects"`
-	Received      int          `json:"probes_received"`
-	LatencyP50MS  float64      `json:"latency_p50_ms"`
-	LatencyP99MS  float64      `json:"latency_p99_ms"`
-	LatencyMaxMS  float64      `json:"latency_max_ms"`
-	ServerStats   bool         `json:"server_stats"`
-	Metrics       bool         `json:"metrics"` // samples include /metrics figures
-	Samples       []soakSample `json:"samples"`
-	RSSGrowth     float64      `json:"rss_end_over_start"`
-	FDsDelta      int          `json:"fds_end_minus_start"`
-	FDsClosedIdle int          `json:"fds_closed_minus_idle"`
-	ThreadsDelta  int          `json:"threads_end_minus_start"`
-	// From /metrics: goroutines at the end minus at the start (same pool),
-	// and after closing every client minus idle.
-	GoroutinesDelta      int64   `json:"goroutines_end_minus_start,omitempty"`
-	GoroutinesClosedIdle int64   `json:"goroutines_closed_minus_idle,omitempty"`
-	HeapGrowth           float64 `json:"heap_end_over_start,omitempty"`
-	// RSSSlope is the RSS trend over the second half of the soak (MiB a
-	// minute): a heap that has reached its working size is near 0.
-	RSSSlope      float64        `json:"rss_second_half_mib_per_min"`
-	Flat          bool           `json:"flat"`
-	ConnectErrors map[string]int `json:"connect_errors,omitempty"`
-
-	// Valkey restarts: what each did, the nodes' bus metrics at the end,
-	// and whether the clients came through every one (no unexpected
-	// disconnect, every count converged).
-	Outages          []soakOutage         `json:"valkey_restarts,omitempty"`
-	BusMetrics       []map[string]float64 `json:"bus_metrics,omitempty"`
-	RestartsSurvived bool                 `json:"restarts_survived,omitempty"`
-}
-
 func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("footfall-bench soak", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var sf serverFlags
-	sf.register(fs, kindFootfall)
+	fs, sf := newCommand("soak", stderr)
 	var cfg soakConfig
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Minute, "how long to soak (e.g. 30s, 10m)")
 	fs.IntVar(&cfg.Clients, "clients", 1000, "steady pool of clients (both streams)")
@@ -183,43 +115,42 @@ func cmdSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer cleanup()
-	if err := sf.waitQuiet(ctx, stderr); err != nil {
+	var rep soakReport
+	if cfg.Valkey {
+		rep, err = soakOnValkey(ctx, sf, bin, valkeyBin, cfg, stderr)
+	} else {
+		rep, err = onFresh(ctx, sf, kind, bin, stderr, func(tg *target) (soakReport, error) {
+			return soakOnce(ctx, []*target{tg}, nil, cfg, stderr)
+		})
+	}
+	if err != nil {
 		return err
 	}
-	var (
-		nodes []*target
-		vk    *valkeyProc
-	)
-	if cfg.Valkey {
-		if vk, err = startValkey(ctx, valkeyBin, cfg.ValkeyCPU); err != nil {
-			return err
-		}
-		defer vk.close() // after the nodes stopped (defers run last first)
-		fmt.Fprintf(stderr, "soak: %s on %s\n", valkeyBin, vk.addr())
-		if nodes, err = startFootfallNodes(ctx, cfg.Nodes, bin, sf.serverCPU, vk.url(), sf.serverEnv); err != nil {
-			return err
-		}
-	} else {
-		tg, err := sf.start(ctx, kind, bin)
-		if err != nil {
-			return err
-		}
-		nodes = []*target{tg}
+	return emit(stdout, *asJSON, rep, writeSoakText)
+}
+
+// soakOnValkey soaks cfg.Nodes fresh footfall nodes on a Valkey server of
+// the harness's own.
+func soakOnValkey(ctx context.Context, sf *serverFlags, bin, valkeyBin string, cfg soakConfig, progress io.Writer) (soakReport, error) {
+	if err := sf.waitQuiet(ctx, progress); err != nil {
+		return soakReport{}, err
+	}
+	vk, err := startValkey(ctx, valkeyBin, cfg.ValkeyCPU)
+	if err != nil {
+		return soakReport{}, err
+	}
+	defer vk.close() // after the nodes stopped (defers run last first)
+	fmt.Fprintf(progress, "soak: %s on %s\n", valkeyBin, vk.addr())
+	nodes, err := startFootfallNodes(ctx, cfg.Nodes, bin, sf.serverCPU, vk.url(), sf.serverEnv)
+	if err != nil {
+		return soakReport{}, err
 	}
 	defer func() {
 		for _, tg := range nodes {
 			_ = tg.stop()
 		}
 	}()
-	rep, err := soakOnce(ctx, nodes, vk, cfg, stderr)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(stdout, rep)
-	}
-	writeSoakText(stdout, rep)
-	return nil
+	return soakOnce(ctx, nodes, vk, cfg, progress)
 }
 
 func soakOnce(ctx context.Context, nodes []*target, vk *valkeyProc, cfg soakConfig, progress io.Writer) (soakReport, error) {
@@ -233,22 +164,15 @@ func soakOnce(ctx context.Context, nodes []*target, vk *valkeyProc, cfg soakConf
 	_, rep.ServerStats = tg.stats()
 	// sample sums the figures of every node (one node: its own).
 	sample := func(label string) {
-		row := soakSample{ElapsedS: round(time.Since(t0).Seconds(), 1), Label: label}
-		for _, n := range nodes {
-			s, ok := n.stats()
-			if !ok {
-				return
-			}
-			row.RSSKiB, row.Threads, row.FDs, row.CPUS = row.RSSKiB+s.RSSKiB, row.Threads+s.Threads, row.FDs+s.FDs, row.CPUS+s.CPU.Seconds()
-			if m, ok := n.scrapeMetrics(ctx); ok {
-				rep.Metrics = true
-				row.Goroutines += m.Goroutines
-				row.HeapInuseKiB += m.HeapInuseKiB
-				row.OpenConns += m.OpenConns
-				row.NextGCKiB += m.NextGCKiB
-			}
+		snap := takeSnapshot(ctx, nodes...)
+		if !snap.procOK {
+			return
 		}
-		row.CPUS = round(row.CPUS, 2)
+		rep.Metrics = rep.Metrics || snap.metricsOK
+		p, m := snap.proc, snap.metrics
+		row := soakSample{ElapsedS: round(time.Since(t0).Seconds(), 1), Label: label,
+			RSSKiB: p.RSSKiB, Threads: p.Threads, FDs: p.FDs, CPUS: round(p.CPU.Seconds(), 2),
+			Goroutines: m.Goroutines, HeapInuseKiB: m.HeapInuseKiB, OpenConns: m.OpenConns, NextGCKiB: m.NextGCKiB}
 		rep.Samples = append(rep.Samples, row)
 		fmt.Fprintf(progress, "soak %6.1fs %-8s RSS %7.1f MiB  heap %7.1f MiB  GC goal %7.1f MiB  goroutines %6d  open %5d  threads %3d  fds %5d  cpu %.1f s\n",
 			row.ElapsedS, label, float64(row.RSSKiB)/1024, float64(row.HeapInuseKiB)/1024, float64(row.NextGCKiB)/1024, row.Goroutines, row.OpenConns, row.Threads, row.FDs, row.CPUS)
@@ -258,11 +182,8 @@ func soakOnce(ctx context.Context, nodes []*target, vk *valkeyProc, cfg soakConf
 
 	comms := communityIDs(cfg.Communities, 0x300)
 	ctr := newCounters()
-	var (
-		wg    sync.WaitGroup
-		allMu sync.Mutex
-		all   []*benchClient
-	)
+	pool := newPool(ctx)
+	defer pool.stop()
 	transportOf := make([]string, cfg.Clients)
 	slots := make([]*benchClient, cfg.Clients)
 	tokens := make([]string, cfg.Clients)
@@ -294,25 +215,8 @@ func soakOnce(ctx context.Context, nodes []*target, vk *valkeyProc, cfg soakConf
 			c.onMsg = watch.follow(i, stream)
 		}
 		slots[i] = c
-		allMu.Lock()
-		all = append(all, c)
-		allMu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.run(ctx, node, transportOf[i], ctr, nil)
-		}()
-		return nil
+		return pool.start(node, c, transportOf[i], ctr, nil)
 	}
-	defer func() {
-		allMu.Lock()
-		cs := append([]*benchClient(nil), all...)
-		allMu.Unlock()
-		for _, c := range cs {
-			c.stop()
-		}
-		wg.Wait()
-	}()
 	nSSE := int(float64(cfg.Clients)*cfg.SSEFraction + 0.5)
 	for i := range slots {
 		transportOf[i] = "ws"
@@ -347,67 +251,44 @@ func soakOnce(ctx context.Context, nodes []*target, vk *valkeyProc, cfg soakConf
 	// until every count converged, and the truth is known.
 	var hold sync.RWMutex
 
-	loops.Add(1)
-	go func() { // broadcasts
-		defer loops.Done()
-		tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
-		defer tick.Stop()
-		for b := 0; ; b++ {
-			select {
-			case <-sctx.Done():
-				return
-			case <-tick.C:
-			}
+	loops.Go(func() { // broadcasts
+		tickEvery(sctx, time.Duration(float64(time.Second)/cfg.Rate), func(b int) bool {
 			hold.RLock()
 			stream := "dashboard"
 			if (b/cfg.Communities)%2 == 1 {
 				stream = "visitors"
 			}
-			req, err := nodes[b%len(nodes)].publishRequest(sctx, comms[b%cfg.Communities], stream, probeMessage(stream, comms[b%cfg.Communities], time.Now().UnixNano()))
-			ok := false
-			if err == nil {
-				if resp, err := hc.Do(req); err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					ok = resp.StatusCode/100 == 2
-				}
-			}
+			comm := comms[b%cfg.Communities]
+			status, err := nodes[b%len(nodes)].publish(sctx, hc, comm, stream, probeMessage(stream, comm, time.Now().UnixNano()))
 			hold.RUnlock()
 			mu.Lock()
 			rep.Broadcasts++
-			if !ok && sctx.Err() == nil {
+			if (err != nil || status/100 != 2) && sctx.Err() == nil {
 				rep.PublishErrors++
 			}
 			mu.Unlock()
-		}
-	}()
+			return true
+		})
+	})
 
 	if cfg.ReconnectRate > 0 {
-		loops.Add(1)
-		go func() { // reconnects
-			defer loops.Done()
-			tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.ReconnectRate))
-			defer tick.Stop()
-			rng := rand.New(rand.NewPCG(7, 11))
-			for {
-				select {
-				case <-sctx.Done():
-					return
-				case <-tick.C:
-				}
+		rng := rand.New(rand.NewPCG(7, 11))
+		loops.Go(func() { // reconnects
+			tickEvery(sctx, time.Duration(float64(time.Second)/cfg.ReconnectRate), func(int) bool {
 				hold.RLock()
 				i := rng.IntN(cfg.Clients)
 				slots[i].stop()
 				err := open(i)
 				hold.RUnlock()
 				if err != nil {
-					return
+					return false
 				}
 				mu.Lock()
 				rep.Reconnects++
 				mu.Unlock()
-			}
-		}()
+				return true
+			})
+		})
 	}
 
 	if cfg.ChurnSize > 0 {
@@ -540,25 +421,14 @@ sampling:
 			rep.BusMetrics = append(rep.BusMetrics, n.scrapeBusMetrics(ctx))
 		}
 	}
-	allMu.Lock()
-	cs := append([]*benchClient(nil), all...)
-	allMu.Unlock()
-	for _, c := range cs {
-		c.stop()
-	}
-	wg.Wait()
+	lat := latencies(pool.stop())
 	if err := sleepCtx(ctx, 3*time.Second); err != nil {
 		return rep, err
 	}
 	sample("closed")
 
-	var lat []int64
-	for _, c := range cs {
-		lat = append(lat, c.lat...)
-	}
 	rep.Received = len(lat)
-	ls := summarize(lat)
-	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencyMaxMS = round(ms(ls.P50), 2), round(ms(ls.P99), 2), round(ms(ls.Max), 2)
+	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencyMaxMS = summarize(lat).ms()
 	rep.ConnectFailed = ctr.failed.Load()
 	rep.Disconnected = ctr.disconnected.Load()
 	ctr.mu.Lock()
@@ -568,133 +438,4 @@ sampling:
 	ctr.mu.Unlock()
 	judgeSoak(&rep)
 	return rep, nil
-}
-
-// judgeSoak compares the start and end samples: flat means at most 25 %
-// more RSS (or an RSS that stopped growing: at most 0.5 MiB a minute over
-// the second half, since a Go heap grows to its GC target first), no more
-// than a handful of extra descriptors, and the descriptors back at the
-// idle figure once the clients are gone.
-func judgeSoak(rep *soakReport) {
-	if len(rep.Outages) > 0 {
-		// Clients stay connected through every outage, /readyz comes back
-		// and every count converges.
-		rep.RestartsSurvived = rep.Disconnected == 0 && rep.ConnectFailed == 0
-		for _, o := range rep.Outages {
-			if o.ConvergedAfterRestartS < 0 || slices.Contains(o.Ready200AfterRestartS, -1) || slices.Contains(o.Ready503AfterKillS, -1) {
-				rep.RestartsSurvived = false
-			}
-		}
-	}
-	find := func(label string) (soakSample, bool) {
-		for _, s := range rep.Samples {
-			if s.Label == label {
-				return s, true
-			}
-		}
-		return soakSample{}, false
-	}
-	idle, ok1 := find("idle")
-	start, ok2 := find("start")
-	end, ok3 := find("end")
-	closed, ok4 := find("closed")
-	if !ok1 || !ok2 || !ok3 || !ok4 || start.RSSKiB == 0 {
-		return
-	}
-	rep.RSSGrowth = round(float64(end.RSSKiB)/float64(start.RSSKiB), 3)
-	rep.FDsDelta = end.FDs - start.FDs
-	rep.FDsClosedIdle = closed.FDs - idle.FDs
-	rep.ThreadsDelta = end.Threads - start.Threads
-	if rep.Metrics {
-		rep.GoroutinesDelta = end.Goroutines - start.Goroutines
-		rep.GoroutinesClosedIdle = closed.Goroutines - idle.Goroutines
-		if start.HeapInuseKiB > 0 {
-			rep.HeapGrowth = round(float64(end.HeapInuseKiB)/float64(start.HeapInuseKiB), 3)
-		}
-	}
-	var run []soakSample
-	for _, s := range rep.Samples {
-		if s.Label == "running" || s.Label == "end" {
-			run = append(run, s)
-		}
-	}
-	if len(run) >= 3 {
-		a, b := run[len(run)/2], run[len(run)-1]
-		if dt := b.ElapsedS - a.ElapsedS; dt > 0 {
-			rep.RSSSlope = round(float64(b.RSSKiB-a.RSSKiB)/1024/(dt/60), 2)
-		}
-	}
-	slack := max(10, rep.Clients/100)
-	memFlat := rep.RSSGrowth <= 1.25 || (len(run) >= 3 && rep.RSSSlope <= 0.5)
-	rep.Flat = memFlat && rep.FDsDelta <= slack && rep.FDsClosedIdle <= 10
-	if rep.Metrics {
-		rep.Flat = rep.Flat && rep.GoroutinesDelta <= int64(2*slack) && rep.GoroutinesClosedIdle <= 20
-	}
-}
-
-func writeSoakText(w io.Writer, rep soakReport) {
-	fmt.Fprintf(w, "footfall-bench soak: target=%s duration=%gs clients=%d communities=%d\n", rep.Target, rep.DurationS, rep.Clients, rep.Communities)
-	if rep.Valkey {
-		fmt.Fprintf(w, "  on Valkey, %d node(s); server figures below are summed over the nodes\n", rep.Nodes)
-	}
-	fmt.Fprintf(w, "  broadcasts %d (errors %d), reconnects %d, churn rounds %d (%d visitor events, errors %d)\n",
-		rep.Broadcasts, rep.PublishErrors, rep.Reconnects, rep.ChurnRounds, rep.ChurnVisitors, rep.ChurnErrors)
-	fmt.Fprintf(w, "  connect failures %d, unexpected disconnects %d, probes received %d, latency p50 %.1f ms p99 %.1f ms max %.1f ms\n",
-		rep.ConnectFailed, rep.Disconnected, rep.Received, rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencyMaxMS)
-	writeErrors(w, rep.ConnectErrors)
-	if !rep.ServerStats {
-		fmt.Fprintln(w, "  server statistics: n/a (pass --server-pid for a --target URL)")
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  elapsed\tsample\tRSS\theap in use\tGC goal\tgoroutines\topen conns\tthreads\tfds\tCPU")
-	for _, s := range rep.Samples {
-		heap, goal, gor, open := "n/a", "n/a", "n/a", "n/a"
-		if rep.Metrics {
-			heap, goal = fmt.Sprintf("%.1f MiB", float64(s.HeapInuseKiB)/1024), fmt.Sprintf("%.1f MiB", float64(s.NextGCKiB)/1024)
-			gor, open = strconv.FormatInt(s.Goroutines, 10), strconv.FormatInt(s.OpenConns, 10)
-		}
-		fmt.Fprintf(tw, "  %.0f s\t%s\t%.1f MiB\t%s\t%s\t%s\t%s\t%d\t%d\t%.1f s\n", s.ElapsedS, s.Label, float64(s.RSSKiB)/1024, heap, goal, gor, open, s.Threads, s.FDs, s.CPUS)
-	}
-	tw.Flush()
-	if rep.Metrics {
-		fmt.Fprintf(w, "  goroutines end vs start %+d, closed vs idle %+d; heap in use end/start x%.3f\n", rep.GoroutinesDelta, rep.GoroutinesClosedIdle, rep.HeapGrowth)
-	}
-	verdict := "FLAT"
-	if !rep.Flat {
-		verdict = "NOT FLAT"
-	}
-	fmt.Fprintf(w, "  end vs start: RSS x%.3f (second half %+.2f MiB/min), fds %+d, threads %+d; after closing every client fds %+d vs idle: %s\n",
-		rep.RSSGrowth, rep.RSSSlope, rep.FDsDelta, rep.ThreadsDelta, rep.FDsClosedIdle, verdict)
-	writeOutagesText(w, rep)
-}
-
-// writeOutagesText reports the Valkey restarts, if any.
-func writeOutagesText(w io.Writer, rep soakReport) {
-	for i, o := range rep.Outages {
-		conv := "NOT converged within 60 s"
-		if o.ConvergedAfterRestartS >= 0 {
-			conv = fmt.Sprintf("every count converged %.2f s after it", o.ConvergedAfterRestartS)
-		}
-		if !o.ConvergedBeforeKill {
-			conv += " (the counts had not settled before the kill)"
-		}
-		fmt.Fprintf(w, "  valkey restart %d at %.0f s: down %.1f s; /readyz 503 %v s after the kill, 200 %v s after the restart (per node); %d visitors left while it was down; %s (%d clients); unexpected disconnects %d\n",
-			i+1, o.AtS, o.DownS, o.Ready503AfterKillS, o.Ready200AfterRestartS, o.LeftWhileDown, conv, o.Watched, o.Disconnects)
-	}
-	for i, m := range rep.BusMetrics {
-		names := slices.Sorted(maps.Keys(m))
-		parts := make([]string, len(names))
-		for j, n := range names {
-			parts[j] = fmt.Sprintf("%s %g", strings.TrimPrefix(n, "footfall_bus_"), m[n])
-		}
-		fmt.Fprintf(w, "  node %d bus metrics: %s\n", i+1, strings.Join(parts, ", "))
-	}
-	if len(rep.Outages) > 0 {
-		verdict := "SURVIVED"
-		if !rep.RestartsSurvived {
-			verdict = "NOT SURVIVED"
-		}
-		fmt.Fprintf(w, "  valkey restarts: %d; unexpected disconnects %d, connect failures %d: %s\n", len(rep.Outages), rep.Disconnected, rep.ConnectFailed, verdict)
-	}
 }

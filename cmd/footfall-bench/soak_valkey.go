@@ -107,12 +107,9 @@ func (v *valkeyProc) start(ctx context.Context) error {
 		"--save", "", "--appendonly", "no", "--dir", v.dir,
 		"--loglevel", "warning", "--logfile", "", "--daemonize", "no",
 	}
-	if v.cpu != "" {
-		taskset, err := exec.LookPath("taskset")
-		if err != nil {
-			return fmt.Errorf("--valkey-cpu needs taskset (util-linux): %w", err)
-		}
-		argv = append([]string{taskset, "-c", v.cpu}, argv...)
+	argv, err := underTaskset(v.cpu, "--valkey-cpu", argv)
+	if err != nil {
+		return err
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = v.dir

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -43,6 +44,11 @@ func summarize(ns []int64) summary {
 		s.Max = time.Duration(ns[len(ns)-1])
 	}
 	return s
+}
+
+// ms are the summary's p50, p99 and max in milliseconds, to 2 places.
+func (s summary) ms() (p50, p99, maxMS float64) {
+	return round(ms(s.P50), 2), round(ms(s.P99), 2), round(ms(s.Max), 2)
 }
 
 // extractInt finds key (for example `"t":`) in a raw JSON message and
@@ -111,6 +117,69 @@ func median(xs []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// medianInto sets every figure that fields gives a pointer to (an *int,
+// *int64 or *float64) in m to the median of that figure over rs; whole
+// numbers are rounded. The other fields of m stay as they are.
+func medianInto[T any](m *T, rs []T, fields func(*T) []any) {
+	dst := fields(m)
+	for i, p := range dst {
+		xs := make([]float64, len(rs))
+		for j := range rs {
+			switch v := fields(&rs[j])[i].(type) {
+			case *int:
+				xs[j] = float64(*v)
+			case *int64:
+				xs[j] = float64(*v)
+			case *float64:
+				xs[j] = *v
+			}
+		}
+		med := median(xs)
+		switch v := p.(type) {
+		case *int:
+			*v = int(med + 0.5)
+		case *int64:
+			*v = int64(med + 0.5)
+		case *float64:
+			*v = med
+		default:
+			panic(fmt.Sprintf("medianInto: field %d is a %T", i, p))
+		}
+	}
+}
+
+// phaseAt is the pi-th phase of every run that has one.
+func phaseAt[R, P any](rs []R, pi int, phases func(R) []P) []P {
+	var ps []P
+	for _, r := range rs {
+		if ph := phases(r); pi < len(ph) {
+			ps = append(ps, ph[pi])
+		}
+	}
+	return ps
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return round(a/b, 3)
+}
+
+// errCounts counts errors by message (cut to 160 bytes).
+type errCounts map[string]int
+
+func (e *errCounts) add(err error) {
+	if *e == nil {
+		*e = errCounts{}
+	}
+	msg := err.Error()
+	if len(msg) > 160 {
+		msg = msg[:160]
+	}
+	(*e)[msg]++
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -4,17 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -46,197 +44,6 @@ type target struct {
 	exited  chan struct{}
 	logPath string
 	tmpDir  string
-}
-
-// serverFlags are the flags that say which server to measure.
-type serverFlags struct {
-	target      string
-	serverCPU   string
-	clientCPU   string
-	footfallBin string
-	apiKey      string
-	secret      string
-	audience    string
-	issuer      string
-	serverPID   int
-	serverEnv   multiFlag
-	publishTo   string
-	quiet       time.Duration
-	quietMax    time.Duration
-}
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
-func (sf *serverFlags) register(fs *flag.FlagSet, defaultTarget string) {
-	fs.StringVar(&sf.target, "target", defaultTarget, "footfall (build and start it in --dev mode), baseline (the bare gorilla/websocket server), or the URL of a running footfall (with --api-key and --secret)")
-	fs.StringVar(&sf.serverCPU, "server-cpu", "", "pin a started server to this CPU list (taskset -c)")
-	fs.StringVar(&sf.clientCPU, "client-cpu", "", "pin the harness itself to this CPU list (re-executes under taskset -c)")
-	fs.StringVar(&sf.footfallBin, "footfall-bin", "", "use this footfall binary instead of building ./cmd/footfall")
-	fs.StringVar(&sf.apiKey, "api-key", os.Getenv("FOOTFALL_API_KEY"), "service API key of a --target URL")
-	fs.StringVar(&sf.secret, "secret", os.Getenv("FOOTFALL_JWT_SECRET"), "HS256 secret of a --target URL (to mint client tokens)")
-	fs.StringVar(&sf.audience, "jwt-audience", "", "aud of minted tokens (--target URL)")
-	fs.StringVar(&sf.issuer, "jwt-issuer", "", "iss of minted tokens (--target URL)")
-	fs.IntVar(&sf.serverPID, "server-pid", 0, "pid of a --target URL server, for its RSS and CPU (optional)")
-	fs.StringVar(&sf.publishTo, "publish-to", "", "send the service-API publishes to this footfall URL (another node on the same Valkey, same --server-env FOOTFALL_API_KEY) instead of the measured one: cross-node delivery")
-	fs.Var(&sf.serverEnv, "server-env", "KEY=VALUE for a started footfall (repeatable), e.g. FOOTFALL_PRESENCE_TTL=60s")
-	fs.DurationVar(&sf.quiet, "quiet", 0, "before each run, wait until the machine has been quiet (under 10% busy) this long; 0: don't wait")
-	fs.DurationVar(&sf.quietMax, "quiet-max", 10*time.Minute, "wait for --quiet at most this long, then run anyway")
-}
-
-// waitQuiet waits until the whole machine has been under 10% busy for
-// sf.quiet (other work on a shared machine skews every figure), at most
-// sf.quietMax.
-func (sf *serverFlags) waitQuiet(ctx context.Context, progress io.Writer) error {
-	if sf.quiet <= 0 {
-		return nil
-	}
-	start := time.Now()
-	quietSince := time.Now()
-	prev, ok := readMachineCPU()
-	if !ok {
-		return nil
-	}
-	for {
-		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
-			return err
-		}
-		cur, _ := readMachineCPU()
-		if frac := cur.busyFraction(prev); frac > 0.10 {
-			quietSince = time.Now()
-		}
-		prev = cur
-		if time.Since(quietSince) >= sf.quiet {
-			return nil
-		}
-		if time.Since(start) > sf.quietMax {
-			fmt.Fprintf(progress, "machine not quiet after %s; running anyway\n", sf.quietMax)
-			return nil
-		}
-	}
-}
-
-// machineCPU is the busy and total time of all CPUs from /proc/stat.
-type machineCPU struct{ busy, total int64 } // clock ticks
-
-func readMachineCPU() (machineCPU, bool) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return machineCPU{}, false
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return parseMachineCPU(line)
-}
-
-// parseMachineCPU reads the "cpu" line of /proc/stat: user nice system
-// idle iowait irq softirq steal ...; idle and iowait are not busy.
-func parseMachineCPU(line string) (machineCPU, bool) {
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return machineCPU{}, false
-	}
-	var m machineCPU
-	for i, v := range f[1:] {
-		if i >= 8 { // guest times are already in user and nice
-			break
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return machineCPU{}, false
-		}
-		m.total += n
-		if i != 3 && i != 4 {
-			m.busy += n
-		}
-	}
-	return m, true
-}
-
-func (m machineCPU) busyFraction(prev machineCPU) float64 {
-	if m.total <= prev.total {
-		return 0
-	}
-	return float64(m.busy-prev.busy) / float64(m.total-prev.total)
-}
-
-// busySince is the CPU time all processes used since prev.
-func (m machineCPU) busySince(prev machineCPU) time.Duration {
-	return time.Duration(m.busy-prev.busy) * time.Second / clockTick
-}
-
-// start starts (or connects to) the server kind names. bin is a footfall
-// binary (built once by the caller) for kindFootfall.
-func (sf *serverFlags) start(ctx context.Context, kind, bin string) (*target, error) {
-	if sf.publishTo != "" && kind != kindBaseline {
-		u, err := url.Parse(sf.publishTo)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, usagef("--publish-to must be an http(s) URL, not %q", sf.publishTo)
-		}
-		t, err := sf.startKind(ctx, kind, bin)
-		if t != nil {
-			t.publishBase = strings.TrimRight(u.String(), "/")
-		}
-		return t, err
-	}
-	return sf.startKind(ctx, kind, bin)
-}
-
-func (sf *serverFlags) startKind(ctx context.Context, kind, bin string) (*target, error) {
-	switch kind {
-	case kindFootfall:
-		return startFootfall(ctx, bin, sf.serverCPU, sf.serverEnv)
-	case kindBaseline:
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		return startProcess(ctx, kindBaseline, exe, []string{"baseline-server", "--addr", "127.0.0.1:0"}, sf.serverCPU, nil)
-	}
-	u, err := url.Parse(sf.target)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usagef("--target must be footfall, baseline or an http(s) URL, not %q", sf.target)
-	}
-	if sf.apiKey == "" || sf.secret == "" {
-		return nil, usagef("--target URL needs --api-key and --secret (or FOOTFALL_API_KEY and FOOTFALL_JWT_SECRET)")
-	}
-	return &target{
-		kind: kindURL, base: strings.TrimRight(u.String(), "/"), pid: sf.serverPID,
-		apiKey: sf.apiKey, secret: []byte(sf.secret), aud: sf.audience, iss: sf.issuer,
-	}, nil
-}
-
-// prepare readies the harness for a command: it pins the harness to
-// --client-cpu, raises its open-file limit to hold fds connections, and
-// returns the footfall binary to start (--footfall-bin, or one built now
-// into a temporary directory that cleanup removes).
-func (sf *serverFlags) prepare(ctx context.Context, kind string, fds int, stderr io.Writer) (bin string, cleanup func(), err error) {
-	cleanup = func() {}
-	if err := pinSelf(sf.clientCPU); err != nil {
-		return "", cleanup, err
-	}
-	if _, err := raiseFDLimit(fds); err != nil {
-		return "", cleanup, err
-	}
-	bin = sf.footfallBin
-	if kind == kindFootfall && bin == "" {
-		b, dir, err := buildFootfall(ctx, stderr)
-		if err != nil {
-			return "", cleanup, err
-		}
-		return b, func() { os.RemoveAll(dir) }, nil
-	}
-	return bin, cleanup, nil
-}
-
-// kindOf maps --target to a kind.
-func kindOf(t string) string {
-	switch t {
-	case kindFootfall, kindBaseline:
-		return t
-	}
-	return kindURL
 }
 
 // buildFootfall builds cmd/footfall of the module the harness runs in into
@@ -287,13 +94,9 @@ func startFootfall(ctx context.Context, bin, cpu string, extraEnv []string) (*ta
 // reads its address (and, for footfall, its dev secret and API key) from
 // its stdout. Its stderr (the logs) goes to a file.
 func startProcess(ctx context.Context, kind, bin string, args []string, cpu string, env []string) (*target, error) {
-	argv := append([]string{bin}, args...)
-	if cpu != "" {
-		taskset, err := exec.LookPath("taskset")
-		if err != nil {
-			return nil, fmt.Errorf("--server-cpu needs taskset (util-linux): %w", err)
-		}
-		argv = append([]string{taskset, "-c", cpu}, argv...)
+	argv, err := underTaskset(cpu, "--server-cpu", append([]string{bin}, args...))
+	if err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "footfall-bench-"+kind+"-")
 	if err != nil {
@@ -375,6 +178,19 @@ func startProcess(ctx context.Context, kind, bin string, args []string, cpu stri
 		return nil, errors.New("footfall --dev did not print its JWT secret and API key")
 	}
 	return t, nil
+}
+
+// underTaskset is argv run under `taskset -c cpu`, or argv itself when
+// cpu is empty; flagName is the flag that asked for the CPU.
+func underTaskset(cpu, flagName string, argv []string) ([]string, error) {
+	if cpu == "" {
+		return argv, nil
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return nil, fmt.Errorf("%s needs taskset (util-linux): %w", flagName, err)
+	}
+	return append([]string{taskset, "-c", cpu}, argv...), nil
 }
 
 // cleanEnv is the harness's environment without FOOTFALL_* settings, so
@@ -480,6 +296,22 @@ func (t *target) publishRequest(ctx context.Context, community, stream string, m
 	return req, nil
 }
 
+// publish sends one broadcast of msg and returns the answer's HTTP status
+// (its body read and closed).
+func (t *target) publish(ctx context.Context, hc *http.Client, community, stream string, msg []byte) (int, error) {
+	req, err := t.publishRequest(ctx, community, stream, msg)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 // serviceRequest is a service API call (footfall only).
 func (t *target) serviceRequest(ctx context.Context, method, path string, body []byte) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, t.base+path, bytes.NewReader(body))
@@ -491,103 +323,68 @@ func (t *target) serviceRequest(ctx context.Context, method, path string, body [
 	return req, nil
 }
 
-// procStats are a server process's figures from /proc.
-type procStats struct {
-	RSSKiB  int64
-	Threads int
-	FDs     int
-	CPU     time.Duration // utime + stime
-}
-
-// clockTick is USER_HZ, 100 on every Linux this runs on.
-const clockTick = 100
-
-// readProcStats reads /proc/<pid>/status, stat and fd.
-func readProcStats(pid int) (procStats, error) {
-	var s procStats
-	p := "/proc/" + strconv.Itoa(pid)
-	status, err := os.ReadFile(p + "/status")
-	if err != nil {
-		return s, err
+// visitorEvents sends action for every id in batches of up to 1000 (all at
+// once) and returns the highest count answered (joins) or the lowest
+// (leaves), and when the last answer arrived.
+func visitorEvents(ctx context.Context, hc *http.Client, tg *target, community string, ids []string, action string) (int, time.Time, error) {
+	type answer struct {
+		count int
+		at    time.Time
+		err   error
 	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
+	var batches [][]string
+	for i := 0; i < len(ids); i += 1000 {
+		batches = append(batches, ids[i:min(i+1000, len(ids))])
+	}
+	answers := make(chan answer, len(batches))
+	for _, b := range batches {
+		var body bytes.Buffer
+		body.WriteByte('[')
+		for i, id := range b {
+			if i > 0 {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"visitor_id":%q,"authenticated":false,"action":%q}`, id, action)
 		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
+		body.WriteByte(']')
+		go func(body []byte) {
+			req, err := tg.serviceRequest(ctx, http.MethodPost, "/api/v1/communities/"+community+"/visitor-events", body)
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			resp, err := hc.Do(req)
+			at := time.Now()
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			var m struct {
+				Count int `json:"count"`
+			}
+			if resp.StatusCode != http.StatusOK {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+				answers <- answer{err: fmt.Errorf("visitor-events: HTTP %d %s", resp.StatusCode, b)}
+				return
+			}
+			err = json.NewDecoder(resp.Body).Decode(&m)
+			answers <- answer{count: m.Count, at: at, err: err}
+		}(body.Bytes())
+	}
+	var count int
+	var last time.Time
+	for i := range batches {
+		a := <-answers
+		if a.err != nil {
+			return 0, last, a.err
 		}
-		switch k {
-		case "VmRSS":
-			s.RSSKiB, _ = strconv.ParseInt(f[0], 10, 64)
-		case "Threads":
-			s.Threads, _ = strconv.Atoi(f[0])
+		if i == 0 || (action == "join" && a.count > count) || (action == "leave" && a.count < count) {
+			count = a.count
+		}
+		if a.at.After(last) {
+			last = a.at
 		}
 	}
-	stat, err := os.ReadFile(p + "/stat")
-	if err != nil {
-		return s, err
-	}
-	cpu, err := parseStatCPU(stat)
-	if err != nil {
-		return s, err
-	}
-	s.CPU = cpu
-	if ents, err := os.ReadDir(p + "/fd"); err == nil {
-		s.FDs = len(ents)
-	}
-	return s, nil
-}
-
-// parseStatCPU returns utime+stime of a /proc/<pid>/stat line.
-func parseStatCPU(stat []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	// After "pid (comm)": state is field 3, utime 14, stime 15.
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed /proc stat times")
-	}
-	return time.Duration(ut+st) * time.Second / clockTick, nil
-}
-
-// stats reads the server's figures; ok is false when its pid is unknown.
-func (t *target) stats() (procStats, bool) {
-	if t.pid == 0 {
-		return procStats{}, false
-	}
-	s, err := readProcStats(t.pid)
-	return s, err == nil
-}
-
-// loadAvg is the 1-minute load average (0 if unknown).
-func loadAvg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
-}
-
-// clientCPU is the harness's own CPU time so far.
-func clientCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return count, last, nil
 }

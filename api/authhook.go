@@ -287,7 +287,7 @@ const hookRecheckConcurrency = 32
 // verdict runs out; refused (401, 403, or a role that no longer grants the
 // stream), it is closed with 4004; a failure keeps it open and asks again
 // in 30 s. Verdicts are cached per (cookie, community), so the streams of
-// one visitor cost one call. Run calls it every second.
+// one visitor cost one call. Run calls it every Timings.HookRecheck.
 func (s *Server) recheckHooked(ctx context.Context) {
 	now := s.now()
 	s.mu.Lock()

@@ -1,28 +1,6 @@
 package api
 
-import (
-	"time"
-
-	"github.com/footfall/footfall/api/internal/transport"
-)
-
-// SetKeepaliveForTest shortens the WebSocket keepalive and write wait for
-// a test; the returned function restores them. Tests that use it must not
-// run in parallel with others.
-func SetKeepaliveForTest(ping, write time.Duration) (restore func()) {
-	oldPing, oldWrite := transport.PingEvery, transport.WriteWait
-	transport.PingEvery, transport.WriteWait = ping, write
-	return func() { transport.PingEvery, transport.WriteWait = oldPing, oldWrite }
-}
-
-// SetSSELingerForTest shortens how long an idle SSE session stays up before
-// it parks; the returned function restores it. Register it with t.Cleanup
-// before the gateway, so that it is restored after the gateway closed.
-func SetSSELingerForTest(d time.Duration) (restore func()) {
-	old := transport.SSELinger
-	transport.SSELinger = d
-	return func() { transport.SSELinger = old }
-}
+import "github.com/footfall/footfall/api/internal/transport"
 
 // SSESessionsForTest reports the node's open SSE connections, how many of
 // them are parked (no r3labs session), and the r3labs sessions they have

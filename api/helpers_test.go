@@ -58,19 +58,14 @@ func newGateway(t testing.TB, tweak func(*api.Options)) *gateway {
 	}
 	srv := api.New(opts)
 	ts := httptest.NewServer(srv.Handler())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Run(ctx) }()
+	go srv.Run(context.Background()) // until Shutdown
 	t.Cleanup(func() {
-		srv.Drain()
+		// The node's shutdown order (api/lifecycle.go): the Server, then
+		// the HTTP server, then the bus.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
 		ts.Close()
-		deadline := time.Now().Add(5 * time.Second)
-		for srv.OpenClients() > 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		cancel()
-		<-done
-		srv.Close()
 		bus.Close()
 	})
 	return &gateway{t: t, srv: srv, ts: ts, bus: opts.Bus, spec: openapitest.New(t)}

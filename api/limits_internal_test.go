@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -68,7 +69,7 @@ func TestPanicReleasesConnSlot(t *testing.T) {
 	bus := memory.New(memory.Options{})
 	t.Cleanup(func() { bus.Close() })
 	s := New(Options{Bus: bus, Limits: Limits{ConnRatePerIP: 1e6, MaxConnsPerIP: 2}})
-	t.Cleanup(s.Close)
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
 	e := echo.New()
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(s.recoverPanics)

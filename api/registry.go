@@ -16,9 +16,14 @@ import (
 // re-check of sessions after a bus outage.
 
 func (s *Server) register(c *client) {
-	if s.index(c) {
+	switch {
+	case s.index(c):
 		// Revoked while this connection was being set up.
 		c.closeWith(int(auth.CodeExpired), "session revoked")
+	case s.draining.Load():
+		// Admitted just before the node began to drain, and missed by
+		// DrainOver (which took the clients after draining was set).
+		goAway(c)
 	}
 }
 
@@ -76,6 +81,10 @@ func (s *Server) unregister(c *client) {
 		return
 	}
 	delete(s.clients, c)
+	if len(s.clients) == 0 && s.gone != nil {
+		close(s.gone) // the last one: Shutdown waits no more
+		s.gone = nil
+	}
 	delete(s.hooked, c)
 	if n := s.perCommunity[c.community]; n != nil && n.add(c, -1) == 0 {
 		delete(s.perCommunity, c.community)

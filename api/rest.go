@@ -119,6 +119,9 @@ type pollLeases struct {
 	// ETag, while the count and its time stay the same: most polls then
 	// encode and hash nothing.
 	counts map[string]encodedCount
+	// closed: the Server has shut down; a poll still in flight asks the
+	// bus and takes no lease.
+	closed bool
 }
 
 type encodedCount struct {
@@ -166,6 +169,10 @@ func newPollLeases(s *Server) *pollLeases {
 func (p *pollLeases) state(ctx context.Context, community string) (streams.Snapshot, error) {
 	now := p.srv.now()
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return p.srv.bus.Snapshot(ctx, community)
+	}
 	l := p.leases[community]
 	if l == nil {
 		l = &pollLease{ready: make(chan struct{})}
@@ -261,6 +268,7 @@ func (p *pollLeases) close() {
 	p.mu.Lock()
 	leases := p.leases
 	p.leases = make(map[string]*pollLease)
+	p.closed = true
 	p.mu.Unlock()
 	for _, l := range leases {
 		<-l.ready

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -21,59 +20,7 @@ import (
 	"github.com/footfall/footfall/api/internal/transport"
 	"github.com/footfall/footfall/streams"
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus"
 )
-
-// Options are a Server's dependencies and settings.
-type Options struct {
-	Bus      streams.Bus
-	Verifier *auth.Verifier
-	Log      *slog.Logger
-
-	// APIKey enables the service API (docs/protocol.md, service API); empty disables it.
-	APIKey string
-	// AllowedOrigins replaces the same-host default; "*" allows all.
-	AllowedOrigins []string
-	// PresenceTTL is the lifetime of a service-API or poll source.
-	PresenceTTL time.Duration
-	// LeaveGrace is how long a visitor whose last stream connection on
-	// this node closed stays present (docs/protocol.md, leave grace); 0
-	// ends its presence at once.
-	LeaveGrace time.Duration
-	// PublicCommunities lists the communities whose visitors stream and
-	// count admit guests; "*" admits them everywhere.
-	PublicCommunities []string
-	// GuestKey signs guests' footfall_vid cookies. Every node of a cluster
-	// must have the same; empty: a random key of this node's own.
-	GuestKey []byte
-	// AuthHookURL is the platform's endpoint that decides requests carrying
-	// its own cookies and no footfall credential (api/authhook.go); empty:
-	// none. AuthHookClient calls it (default: a 2 s timeout client).
-	AuthHookURL    string
-	AuthHookClient *http.Client
-	// DashboardInterval is the period of the dashboard push.
-	DashboardInterval time.Duration
-	// SSEHeartbeat is the period of SSE heartbeat comments (15s).
-	SSEHeartbeat time.Duration
-	// Limits protect the node; zero fields take DefaultLimits.
-	Limits Limits
-
-	// Dev enables POST /dev/token, which mints tokens with DevSecret.
-	Dev       bool
-	DevSecret []byte
-	// DevAudience and DevIssuer go into dev tokens so that they pass the
-	// verifier's checks.
-	DevAudience, DevIssuer string
-
-	// Metrics, when set, are shown by GET /metrics after the node's own
-	// (the webhook engine's registry).
-	Metrics prometheus.Gatherer
-
-	// Web, when set, is served at / (the demo page).
-	Web fs.FS
-	// Now is the clock; time.Now by default.
-	Now func() time.Time
-}
 
 // Server is the HTTP surface of one footfall node.
 type Server struct {
@@ -87,6 +34,7 @@ type Server struct {
 	polls    *pollLeases
 	metrics  *metrics
 	limits   Limits
+	tm       transport.Timings // the connections' (Options.Timings), shared by them
 	ipLimits *ipLimits
 	guests   *guestPolicy
 	hook     *authHook // nil without Options.AuthHookURL
@@ -99,8 +47,19 @@ type Server struct {
 	connSeq  atomic.Uint64
 	draining atomic.Bool
 
-	mu       sync.Mutex
-	clients  map[*client]struct{}
+	// The lifecycle (lifecycle.go): stop ends Run's work, runs counts the
+	// Runs going, released is Shutdown's release of what the Server holds.
+	stop     context.Context
+	stopAll  context.CancelFunc
+	runMu    sync.Mutex // orders runs.Add before runs.Wait
+	runs     sync.WaitGroup
+	released sync.Once
+
+	mu      sync.Mutex
+	clients map[*client]struct{}
+	// gone, when set, is closed (and cleared) by the last client to
+	// unregister: Shutdown waits on it.
+	gone     chan struct{}
 	sessions map[string]map[*client]struct{} // session id -> its open clients
 	// revokedRecent: sessions revoked in the last revokedMemory, for
 	// connections that were in set-up then (see revoked).
@@ -122,24 +81,10 @@ type Server struct {
 	reconnected   chan struct{} // capacity 1: "the bus is back", for Run
 }
 
-// New returns a Server. Call Run to start its background work and Close
-// when done.
+// New returns a Server. Run does its background work; Shutdown stops it
+// (lifecycle.go).
 func New(opts Options) *Server {
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.PresenceTTL <= 0 {
-		opts.PresenceTTL = 30 * time.Second
-	}
-	if opts.DashboardInterval <= 0 {
-		opts.DashboardInterval = 30 * time.Second
-	}
-	if opts.SSEHeartbeat <= 0 {
-		opts.SSEHeartbeat = 15 * time.Second
-	}
+	opts = opts.withDefaults()
 	var node [6]byte
 	_, _ = rand.Read(node[:])
 	s := &Server{
@@ -159,12 +104,15 @@ func New(opts Options) *Server {
 
 		perCommunity: make(map[string]*streamCounts),
 		shared:       make(map[string]*shared),
+
+		limits: opts.Limits,
+		tm:     opts.Timings.transport(),
 	}
+	s.stop, s.stopAll = context.WithCancel(context.Background())
 	var err error
-	if s.sse, err = transport.NewSSENode(&s.alarms); err != nil {
+	if s.sse, err = transport.NewSSENode(&s.alarms, s.tm); err != nil {
 		s.log.Warn("no hangup watcher: each SSE connection gets a reader goroutine", "err", err)
 	}
-	s.limits = opts.Limits.withDefaults()
 	s.ipLimits = newIPLimits(s.limits)
 	s.guests = newGuestPolicy(opts.PublicCommunities, opts.GuestKey, s.limits.TrustedProxies)
 	s.polls = newPollLeases(s)
@@ -198,119 +146,6 @@ func New(opts Options) *Server {
 
 // Handler is the node's whole HTTP surface.
 func (s *Server) Handler() http.Handler { return s.echo }
-
-// Run does the server's periodic work (the dashboard push) and its work
-// after a bus outage until ctx ends.
-func (s *Server) Run(ctx context.Context) {
-	t := time.NewTicker(s.opts.DashboardInterval)
-	defer t.Stop()
-	var hookTick <-chan time.Time
-	if s.hook != nil {
-		ht := time.NewTicker(time.Second)
-		defer ht.Stop()
-		hookTick = ht.C
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hookTick:
-			s.recheckHooked(ctx)
-		case <-s.reconnected:
-			s.afterReconnect(ctx)
-		case <-t.C:
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			s.hub.Refresh(rctx)
-			cancel()
-			s.polls.expire(s.now())
-			s.ipLimits.prune(time.Now())
-		}
-	}
-}
-
-// Drain starts shutdown: /readyz answers 503, new streams are refused, and
-// every open stream is told to go at once (WebSockets close with 1001).
-func (s *Server) Drain() { s.DrainOver(context.Background(), 0) }
-
-// DrainOver starts shutdown like Drain, but tells the open streams to go
-// spread evenly over spread, so that a rolling deploy does not send every
-// client of the node to the other nodes in the same second. It returns once
-// the last one is told, or when ctx ends (the rest are then told at once).
-func (s *Server) DrainOver(ctx context.Context, spread time.Duration) {
-	s.draining.Store(true)
-	s.mu.Lock()
-	cs := make([]*client, 0, len(s.clients))
-	for c := range s.clients {
-		cs = append(cs, c)
-	}
-	s.mu.Unlock()
-	tell := func(c *client) {
-		c.mu.Lock()
-		// The visitor's presence outlives the connection by the presence
-		// TTL, so that a client reconnecting to another node causes no
-		// leave/join flicker.
-		c.handover = true
-		c.mu.Unlock()
-		c.closeWith(closeGoingAway, "server shutting down")
-	}
-	if spread <= 0 || len(cs) < 2 {
-		for _, c := range cs {
-			tell(c)
-		}
-		return
-	}
-	// Evenly spaced batches, at most one every drainTick: the streams of
-	// one batch go together.
-	batches := min(len(cs), max(int(spread/drainTick), 1))
-	per := (len(cs) + batches - 1) / batches
-	t := time.NewTicker(spread / time.Duration(batches))
-	defer t.Stop()
-	for i := 0; i < len(cs); i += per {
-		if i > 0 {
-			select {
-			case <-ctx.Done():
-				per = len(cs) // the rest at once
-			case <-t.C:
-			}
-		}
-		for _, c := range cs[i:min(i+per, len(cs))] {
-			tell(c)
-		}
-	}
-}
-
-// drainTick is the shortest interval between DrainOver's batches.
-const drainTick = 20 * time.Millisecond
-
-// refuseWhileDraining answers a new stream 503 with a short Retry-After
-// once the node is draining: accepted now, it would be cut at once without
-// a goodbye; refused, the client goes to another node.
-func (s *Server) refuseWhileDraining(c echo.Context) error {
-	if !s.draining.Load() {
-		return nil
-	}
-	c.Response().Header().Set("Retry-After", "1")
-	return &httpError{Status: http.StatusServiceUnavailable, Slug: "shutting_down", Message: "the node is shutting down; connect again"}
-}
-
-// closeGoingAway is the close code of a node that stops (1001).
-const closeGoingAway = 1001
-
-// Close stops listening for revocations. The caller stops the HTTP server
-// first.
-func (s *Server) Close() {
-	s.stopRevoke()
-	s.stopReconnect()
-	s.polls.close()
-	s.sse.Close()
-}
-
-// OpenClients returns the number of open streams on this node.
-func (s *Server) OpenClients() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.clients)
-}
 
 func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

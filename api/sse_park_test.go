@@ -38,13 +38,16 @@ func waitParked(t *testing.T, g *gateway, open int) int64 {
 // order, with its ids; a client that leaves while parked is noticed at once,
 // by the node's hangup watcher or, without one, by a reader goroutine.
 func TestSSEParksIdleStreams(t *testing.T) {
-	t.Cleanup(api.SetSSELingerForTest(150 * time.Millisecond))
+	t.Parallel()
 	t.Run("hangup watcher", func(t *testing.T) { testSSEParks(t, false) })
 	t.Run("reader goroutines", func(t *testing.T) { testSSEParks(t, true) })
 }
 
 func testSSEParks(t *testing.T, readers bool) {
-	g := newGateway(t, func(o *api.Options) { o.SSEHeartbeat = 400 * time.Millisecond })
+	g := newGateway(t, func(o *api.Options) {
+		o.SSEHeartbeat = 400 * time.Millisecond
+		o.Timings.SSELinger = 150 * time.Millisecond
+	})
 	if readers {
 		g.srv.DropHangupWatcherForTest()
 	}
@@ -129,8 +132,8 @@ func testSSEParks(t *testing.T, readers bool) {
 // connection: one status line and one set of headers, then well-formed
 // chunks, whatever number of sessions wrote them.
 func TestSSEParkedWireFormat(t *testing.T) {
-	t.Cleanup(api.SetSSELingerForTest(100 * time.Millisecond))
-	g := newGateway(t, nil)
+	t.Parallel()
+	g := newGateway(t, func(o *api.Options) { o.Timings.SSELinger = 100 * time.Millisecond })
 	u, _ := url.Parse(g.ts.URL)
 	conn, err := net.Dial("tcp", u.Host)
 	if err != nil {
@@ -196,8 +199,8 @@ func TestSSEParkedWireFormat(t *testing.T) {
 // TestSSEParkedEndings: a parked stream still gets its last word: event:
 // error when its token expires, and the shutdown event when the node stops.
 func TestSSEParkedEndings(t *testing.T) {
-	t.Cleanup(api.SetSSELingerForTest(100 * time.Millisecond))
-	g := newGateway(t, nil)
+	t.Parallel()
+	g := newGateway(t, func(o *api.Options) { o.Timings.SSELinger = 100 * time.Millisecond })
 	e := g.openSSE(ssePath(community1)+"?token="+token(t, "u", map[string]auth.Role{community1: auth.RoleMember}, 1500*time.Millisecond), nil, http.StatusOK)
 	e.nextType("visitor_count")
 	s := g.openSSE(ssePath(community1)+"?token="+member(t, "bob"), nil, http.StatusOK)

@@ -48,7 +48,7 @@ func (s *Server) serveWS(stream streams.Stream) echo.HandlerFunc {
 		if cred.Source == auth.SourceNone {
 			who, whoErr = s.withoutCredential(r, hdr, c.RealIP(), community, stream, "websocket")
 		}
-		ws, err := transport.Upgrade(c.Response(), r, hdr)
+		ws, err := transport.Upgrade(c.Response(), r, hdr, &s.tm)
 		if err != nil {
 			// The upgrader has answered with an HTTP error already.
 			return nil
@@ -88,7 +88,7 @@ func (s *Server) startWS(ec echo.Context, ws *transport.WS, community string, st
 	c.reqID = reqID
 	c.hook = grant
 	c.tr = ws
-	c.keepaliveEvery = transport.PingEvery
+	c.keepaliveEvery = s.tm.PingEvery
 
 	snap, cleanup, err := s.attach(ctx, c)
 	if err != nil {

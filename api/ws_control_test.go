@@ -135,9 +135,11 @@ func TestWSSlowClientDoesNotStallOthers(t *testing.T) {
 // blocking, and every such connection was dropped writeWait after its
 // first ping).
 func TestWSSurvivesKeepaliveUnderBroadcasts(t *testing.T) {
-	// Restored after the gateway closed (cleanups run last-registered first): its writers read them.
-	t.Cleanup(api.SetKeepaliveForTest(300*time.Millisecond, 100*time.Millisecond)) // pings further apart than a write wait, as in production (25 s, 10 s)
-	g := newGateway(t, nil)
+	t.Parallel()
+	g := newGateway(t, func(o *api.Options) {
+		// Pings further apart than a write wait, as in production (25 s, 10 s).
+		o.Timings.PingEvery, o.Timings.WriteWait = 300*time.Millisecond, 100*time.Millisecond
+	})
 	d := g.dial(dashboardPath(community1), moderator(t, "mod"))
 	d.readType("dashboard_update")
 	const n = 40 // 2 s: about 6 pings

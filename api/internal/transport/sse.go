@@ -41,7 +41,7 @@ import (
 //     ServeHTTP, and ServeHTTP's context watcher), more than everything else
 //     an idle connection holds. So a hijacked connection runs its r3labs
 //     stream in sessions: one starts when a message is ready, and once all
-//     it was given is on the wire and no message came for SSELinger, it is
+//     it was given is on the wire and no message came for Timings.SSELinger, it is
 //     parked (ServeHTTP is ended, the stream removed) while the connection
 //     stays open. The next message starts a new session on the same
 //     connection; r3labs writes its events exactly as before, and the
@@ -53,12 +53,6 @@ import (
 // sseRetry is the reconnection delay hinted to EventSource clients with
 // their first message.
 const sseRetry = "2000"
-
-// SSELinger is how long a session of a hijacked SSE connection stays up
-// after the last message it carried (heartbeats do not count): a stream that
-// is sent something every few seconds keeps its session, an idle one parks.
-// A var for tests.
-var SSELinger = 2 * time.Second
 
 // sseMaxPending bounds the events that wait while a session starts; it is
 // the r3labs stream's buffer too, so that all of them fit into it at once.
@@ -73,15 +67,16 @@ const SSEMaxReplay = 48
 // sessions run in, the alarm wheel that parks them, and the hangup watcher
 // that notices parked clients going.
 type SSENode struct {
+	tm      Timings
 	srv     *sse.Server
 	alarms  *alarm.Wheel
 	hangups *hangup.Watcher // nil where unsupported: reader goroutines instead
 }
 
-// NewSSENode returns an SSENode whose parking alarms are booked with
-// alarms. An error says that the platform should have a hangup watcher and
+// NewSSENode returns an SSENode with timings tm whose parking alarms are
+// booked with alarms. An error says that the platform should have a hangup watcher and
 // it could not be made: each SSE connection then gets a reader goroutine.
-func NewSSENode(alarms *alarm.Wheel) (*SSENode, error) {
+func NewSSENode(alarms *alarm.Wheel, tm Timings) (*SSENode, error) {
 	srv := sse.New()
 	srv.AutoReplay = false
 	srv.AutoStream = false
@@ -91,7 +86,7 @@ func NewSSENode(alarms *alarm.Wheel) (*SSENode, error) {
 	// to start is handed over in one go.
 	srv.BufferSize = sseMaxPending
 	srv.Headers = map[string]string{"X-Accel-Buffering": "no"}
-	n := &SSENode{srv: srv, alarms: alarms}
+	n := &SSENode{tm: tm, srv: srv, alarms: alarms}
 	w, err := hangup.New()
 	if err == nil {
 		n.hangups = w
@@ -200,7 +195,7 @@ func (t *SSE) Sessions() (parked bool, started int64) {
 // ending or parked) they wait in pending, and a parked connection gets its
 // stream goroutine back to start a session. A session of a hijacked
 // connection parks once everything it was given is flushed and no message
-// came for SSELinger: its context is cancelled, ServeHTTP returns, and the
+// came for Timings.SSELinger: its context is cancelled, ServeHTTP returns, and the
 // stream goroutine ends unless something is pending again. The stream
 // goroutine also ends the connection (Start's ended) once Stop was called.
 //
@@ -352,12 +347,12 @@ func (t *SSE) ring() {
 }
 
 // parkLocked parks an active session that has written all it was given and
-// carried no message for SSELinger, or books the alarm for when it might.
+// carried no message for Timings.SSELinger, or books the alarm for when it might.
 func (t *SSE) parkLocked() {
 	if !t.parkable || t.stopped || t.state != sseActive || t.flushed < t.published {
 		return // not parkable, or something is still in flight: asked again at its flush
 	}
-	if at := t.lastData.Add(SSELinger); time.Now().Before(at) {
+	if at := t.lastData.Add(t.node.tm.SSELinger); time.Now().Before(at) {
 		if !t.booked {
 			t.booked = true
 			t.node.alarms.Set(t.alarm, at)

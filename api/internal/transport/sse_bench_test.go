@@ -26,15 +26,12 @@ func (w *nullSSEResponse) abort()                      {}
 func (w *nullSSEResponse) finish()                     {}
 
 // BenchmarkSSEUnpark measures what a parked SSE connection costs to wake
-// for one message and park again (SSELinger 0: it parks as soon as the
+// for one message and park again (Timings.SSELinger 0: it parks as soon as the
 // message is flushed): a session's r3labs stream, ServeHTTP and its
 // goroutines, without the socket write. ns/op is one such cycle.
 func BenchmarkSSEUnpark(b *testing.B) {
-	old := SSELinger
-	SSELinger = 0
-	defer func() { SSELinger = old }()
 	ctx, cancel := context.WithCancel(context.Background())
-	n, _ := NewSSENode(new(alarm.Wheel))
+	n, _ := NewSSENode(new(alarm.Wheel), Timings{WriteWait: DefaultTimings().WriteWait}) // SSELinger 0
 	defer n.Close()
 	t := n.NewConn(1, nil)
 	t.parkable, t.ctx, t.cancel = true, ctx, cancel

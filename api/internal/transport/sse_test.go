@@ -62,10 +62,10 @@ func newSSEServer(t *testing.T, node *SSENode, secure bool, msg Message) *sseSer
 	return s
 }
 
-// newNode returns an SSENode for one test.
-func newNode(t *testing.T) *SSENode {
+// newNode returns an SSENode with timings tm for one test.
+func newNode(t *testing.T, tm Timings) *SSENode {
 	t.Helper()
-	node, err := NewSSENode(new(alarm.Wheel))
+	node, err := NewSSENode(new(alarm.Wheel), tm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +73,15 @@ func newNode(t *testing.T) *SSENode {
 	return node
 }
 
-// lingerFor sets SSELinger for one test.
-func lingerFor(t *testing.T, d time.Duration) {
-	old := SSELinger
-	SSELinger = d
-	t.Cleanup(func() { SSELinger = old })
+// lingerFor returns tm with SSELinger d.
+func lingerFor(tm Timings, d time.Duration) Timings {
+	tm.SSELinger = d
+	return tm
+}
+
+// parkingNode returns an SSENode whose idle sessions park after 20 ms.
+func parkingNode(t *testing.T) *SSENode {
+	return newNode(t, lingerFor(DefaultTimings(), 20*time.Millisecond))
 }
 
 // readEvent reads the response until a blank line ends an event, and
@@ -120,7 +124,6 @@ func waitParked(t *testing.T, tr *SSE) {
 // it to park, unparks it with a second message, lets it park again, and
 // then hangs up: the transport must notice with no session running.
 func testParkedHangup(t *testing.T, node *SSENode, secure bool) {
-	lingerFor(t, 20*time.Millisecond)
 	first := Message{Type: "visitor_count", ID: "1-0", Data: []byte(`{"type":"visitor_count","count":1}`)}
 	srv := newSSEServer(t, node, secure, first)
 	resp, err := srv.Client().Get(srv.URL)
@@ -137,7 +140,7 @@ func testParkedHangup(t *testing.T, node *SSENode, secure bool) {
 		t.Fatalf("X-Accel-Buffering %q; want no", got)
 	}
 	tr, ended := <-srv.conns, <-srv.ended
-	t.Cleanup(func() { tr.Stop(); <-ended }) // before SSELinger is restored
+	t.Cleanup(func() { tr.Stop(); <-ended })
 	w := tr.w.(*sseConnWriter)
 	_, isTLS := w.conn.(*tls.Conn)
 	if isTLS != secure {
@@ -183,7 +186,8 @@ func testParkedHangup(t *testing.T, node *SSENode, secure bool) {
 // TestSSEParkedHangup: the node's hangup watcher notices a parked client
 // going (no goroutine of the connection's own is running).
 func TestSSEParkedHangup(t *testing.T) {
-	node := newNode(t)
+	t.Parallel()
+	node := parkingNode(t)
 	if hangup.Supported && node.hangups == nil {
 		t.Fatal("no hangup watcher on a platform that has one")
 	}
@@ -193,7 +197,8 @@ func TestSSEParkedHangup(t *testing.T) {
 // TestSSEParkedHangupReader: without a hangup watcher, the connection's
 // reader goroutine notices the client going.
 func TestSSEParkedHangupReader(t *testing.T) {
-	node := newNode(t)
+	t.Parallel()
+	node := parkingNode(t)
 	node.DropHangupWatcher()
 	testParkedHangup(t, node, false)
 }
@@ -202,7 +207,8 @@ func TestSSEParkedHangupReader(t *testing.T) {
 // chunks through TLS, parks, and its client's hang-up is noticed (by a
 // reader goroutine: the watcher cannot see through TLS).
 func TestSSEOverTLS(t *testing.T) {
-	node := newNode(t)
+	t.Parallel()
+	node := parkingNode(t)
 	testParkedHangup(t, node, true)
 }
 
@@ -210,9 +216,8 @@ func TestSSEOverTLS(t *testing.T) {
 // once the socket is full and the write deadline passes, and Close on the
 // writer's side returns within its bound.
 func TestSSEStalledPeer(t *testing.T) {
-	shortWriteWait(t, 200*time.Millisecond)
-	lingerFor(t, time.Hour) // stay in one session
-	node := newNode(t)
+	t.Parallel()
+	node := newNode(t, lingerFor(shortWriteWait(200*time.Millisecond), time.Hour)) // stay in one session
 	srv := newSSEServer(t, node, false, Message{Type: "m", ID: "1", Data: []byte(`{}`)})
 	resp, err := srv.Client().Get(srv.URL) // and never read the body
 	if err != nil {
@@ -256,7 +261,7 @@ func (w *goneAtStart) start() { w.tr.Stop() }
 // TestSSEGoneWhileStarting: a client found gone while its stream starts
 // ends the connection once.
 func TestSSEGoneWhileStarting(t *testing.T) {
-	tr := newNode(t).NewConn(1, nil)
+	tr := newNode(t, DefaultTimings()).NewConn(1, nil)
 	tr.ctx, tr.cancel = context.WithCancel(context.Background())
 	tr.w = &goneAtStart{nullSSEResponse{tr: tr, hdr: http.Header{}}}
 	var ends atomic.Int32

@@ -39,8 +39,9 @@ type sseWriter struct {
 
 func (w *sseWriter) deadline() {
 	if now := time.Now(); now.After(w.renew) {
-		_ = w.rc.SetWriteDeadline(now.Add(WriteWait))
-		w.renew = now.Add(WriteWait / 2)
+		wait := w.tr.node.tm.WriteWait
+		_ = w.rc.SetWriteDeadline(now.Add(wait))
+		w.renew = now.Add(wait / 2)
 	}
 }
 
@@ -189,8 +190,9 @@ func (w *sseConnWriter) Flush() {
 	}
 	if w.err == nil {
 		if now := time.Now(); now.After(w.renew) {
-			_ = w.conn.SetWriteDeadline(now.Add(WriteWait))
-			w.renew = now.Add(WriteWait / 2)
+			wait := w.tr.node.tm.WriteWait
+			_ = w.conn.SetWriteDeadline(now.Add(wait))
+			w.renew = now.Add(wait / 2)
 		}
 		if len(w.head) > 0 {
 			_, w.err = w.conn.Write(w.head)

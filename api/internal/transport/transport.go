@@ -15,16 +15,33 @@ import (
 	"time"
 )
 
-// Timings (variables so that a test can shorten them).
-var (
+// Timings are a node's connection timings. They are values, given to
+// Upgrade and NewSSENode (api fills them from its Options), so that each
+// node, and each test, has its own.
+type Timings struct {
 	// WriteWait bounds every write: a client that does not take a frame in
 	// this time is gone.
-	WriteWait = 10 * time.Second
+	WriteWait time.Duration
 	// PingEvery is the WebSocket keepalive; PongWait is how long a silent
 	// peer is kept.
-	PingEvery = 25 * time.Second
-	PongWait  = 60 * time.Second
-)
+	PingEvery time.Duration
+	PongWait  time.Duration
+	// SSELinger is how long a session of a hijacked SSE connection stays
+	// up after the last message it carried (heartbeats do not count): a
+	// stream that is sent something every few seconds keeps its session,
+	// an idle one parks.
+	SSELinger time.Duration
+}
+
+// DefaultTimings are the timings a node runs with unless configured.
+func DefaultTimings() Timings {
+	return Timings{
+		WriteWait: 10 * time.Second,
+		PingEvery: 25 * time.Second,
+		PongWait:  60 * time.Second,
+		SSELinger: 2 * time.Second,
+	}
+}
 
 // CloseWait is how long a server-initiated close waits for the peer's
 // answer (or a goodbye for the wire) before the connection is dropped.

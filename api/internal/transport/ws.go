@@ -51,6 +51,7 @@ var upgrader = &websocket.Upgrader{
 // left half-written: the inline writer hands it to the writer goroutine
 // (held), which writes the rest before anything else.
 type WS struct {
+	tm   *Timings // the node's, shared by its connections
 	conn *websocket.Conn
 	lc   *lazyDeadlineConn
 	raw  syscall.RawConn // nil unless a plain TCP connection (TLS: no inline writes)
@@ -75,9 +76,11 @@ type Peer interface {
 	Closing() bool
 }
 
-// Upgrade answers a WebSocket handshake and takes over the connection.
-// On an error the upgrader has answered with an HTTP error already.
-func Upgrade(w http.ResponseWriter, r *http.Request, hdr http.Header) (*WS, error) {
+// Upgrade answers a WebSocket handshake and takes over the connection,
+// which then keeps the timings tm (the node's: they must not change while
+// it lives). On an error the upgrader has answered with an HTTP error
+// already.
+func Upgrade(w http.ResponseWriter, r *http.Request, hdr http.Header, tm *Timings) (*WS, error) {
 	h := &hijacker{ResponseWriter: w}
 	conn, err := upgrader.Upgrade(h, r, hdr)
 	if err != nil {
@@ -88,11 +91,11 @@ func Upgrade(w http.ResponseWriter, r *http.Request, hdr http.Header) (*WS, erro
 		lc.framed = true
 		lc.wmu.Unlock()
 	}
-	return newWS(conn, h.br), nil
+	return newWS(conn, h.br, tm), nil
 }
 
-func newWS(conn *websocket.Conn, br *bufio.Reader) *WS {
-	t := &WS{conn: conn, br: br}
+func newWS(conn *websocket.Conn, br *bufio.Reader, tm *Timings) *WS {
+	t := &WS{tm: tm, conn: conn, br: br}
 	t.lc, _ = conn.NetConn().(*lazyDeadlineConn)
 	if t.lc != nil {
 		if tc, ok := t.lc.Conn.(*net.TCPConn); ok && rawWriteSupported {
@@ -171,17 +174,17 @@ func (c *lazyDeadlineConn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// keepDeadline moves the write deadline to now+WriteWait when it is unset
-// or less than WriteWait/2 away: every frame gets at least WriteWait/2 to
+// keepDeadline moves the write deadline to now+wait (the write wait) when
+// it is unset or less than wait/2 away: every frame gets at least wait/2 to
 // go out, and the deadline (a runtime timer) is touched once every few
 // seconds, not once per frame.
-func (c *lazyDeadlineConn) keepDeadline(now time.Time) {
+func (c *lazyDeadlineConn) keepDeadline(now time.Time, wait time.Duration) {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	if !c.wd.IsZero() && c.wd.Sub(now) >= WriteWait/2 {
+	if !c.wd.IsZero() && c.wd.Sub(now) >= wait/2 {
 		return
 	}
-	c.wd = now.Add(WriteWait)
+	c.wd = now.Add(wait)
 	_ = c.Conn.SetWriteDeadline(c.wd)
 }
 
@@ -251,7 +254,7 @@ func (t *WS) sendNow(m Message) ([]byte, error) {
 	// A raw write fails once the connection's write deadline has passed,
 	// and gorilla's control frames (the keepalive ping, pongs) set it too:
 	// keep it ahead of every write, not only the blocking ones.
-	t.lc.keepDeadline(time.Now())
+	t.lc.keepDeadline(time.Now(), t.tm.WriteWait)
 	t.rawBuf = b
 	err := t.raw.Write(t.rawFn)
 	n, werr := t.rawN, t.rawErr
@@ -294,7 +297,7 @@ func (t *WS) writeLocked(b []byte) error {
 	if t.lc.closeSent {
 		return websocket.ErrCloseSent
 	}
-	t.lc.keepDeadline(time.Now())
+	t.lc.keepDeadline(time.Now(), t.tm.WriteWait)
 	_, err := t.lc.Conn.Write(b)
 	return err
 }
@@ -305,7 +308,7 @@ func (t *WS) Send(m Message) error {
 		return err
 	}
 	if t.lc == nil { // not hijacked by hijacker (never in footfall)
-		_ = t.conn.SetWriteDeadline(time.Now().Add(WriteWait))
+		_ = t.conn.SetWriteDeadline(time.Now().Add(t.tm.WriteWait))
 		return t.conn.WriteMessage(websocket.TextMessage, m.Data)
 	}
 	b := frame(&m)
@@ -319,14 +322,14 @@ func (t *WS) Keepalive() error {
 	if err := t.Resume(); err != nil {
 		return err
 	}
-	return t.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(WriteWait))
+	return t.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(t.tm.WriteWait))
 }
 
 // Close sends a close frame; the reader ends when the peer answers, or
 // CloseWait later.
 func (t *WS) Close(code int, reason string) {
 	if err := t.Resume(); err == nil {
-		_ = t.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(WriteWait))
+		_ = t.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(t.tm.WriteWait))
 	}
 	// The reader ends when the peer answers, or at this deadline.
 	_ = t.conn.SetReadDeadline(time.Now().Add(CloseWait))
@@ -345,7 +348,7 @@ func (t *WS) Inline() bool { return false }
 // the peer's answer so that browsers see the code.
 func (t *WS) Refuse(code int, reason string) {
 	conn := t.conn
-	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(WriteWait))
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(t.tm.WriteWait))
 	_ = conn.SetReadDeadline(time.Now().Add(CloseWait))
 	for {
 		if _, _, err := conn.NextReader(); err != nil {
@@ -358,7 +361,7 @@ func (t *WS) Refuse(code int, reason string) {
 // Drop sends a close frame and closes the connection at once, without
 // waiting for the peer.
 func (t *WS) Drop(code int, reason string) {
-	_ = t.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(WriteWait))
+	_ = t.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(t.tm.WriteWait))
 	_ = t.conn.Close()
 }
 

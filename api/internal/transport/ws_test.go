@@ -22,13 +22,20 @@ import (
 // echo) and a gorilla client whose incoming bytes are parsed by hand, so
 // that every frame footfall writes is checked whole.
 
-// wsPair upgrades one connection through an httptest server (TLS if
-// secure) and returns the server's WS and the client.
+// wsPair upgrades one connection with the default timings through an
+// httptest server (TLS if secure) and returns the server's WS and the
+// client.
 func wsPair(t *testing.T, secure bool) (*WS, *websocket.Conn) {
+	t.Helper()
+	return wsPairTimed(t, secure, DefaultTimings())
+}
+
+// wsPairTimed is wsPair with timings tm.
+func wsPairTimed(t *testing.T, secure bool, tm Timings) (*WS, *websocket.Conn) {
 	t.Helper()
 	got := make(chan *WS, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := Upgrade(w, r, nil)
+		ws, err := Upgrade(w, r, nil, &tm)
 		if err != nil {
 			t.Errorf("upgrade: %v", err)
 			return
@@ -59,11 +66,11 @@ func wsPair(t *testing.T, secure bool) (*WS, *websocket.Conn) {
 	return ws, client
 }
 
-// shortWriteWait sets WriteWait for one test.
-func shortWriteWait(t *testing.T, d time.Duration) {
-	old := WriteWait
-	WriteWait = d
-	t.Cleanup(func() { WriteWait = old })
+// shortWriteWait returns the default timings with write wait d.
+func shortWriteWait(d time.Duration) Timings {
+	tm := DefaultTimings()
+	tm.WriteWait = d
+	return tm
 }
 
 // shrink makes the server's send buffer and the client's receive buffer
@@ -154,8 +161,9 @@ func fill(t *testing.T, ws *WS, size int) int {
 // blocking stop at a full socket, and the writer that takes over the
 // half-written frame gives up after WriteWait, releasing the write lock.
 func TestWSStalledPeer(t *testing.T) {
-	shortWriteWait(t, 300*time.Millisecond)
-	ws, client := wsPair(t, false)
+	t.Parallel()
+	tm := shortWriteWait(300 * time.Millisecond)
+	ws, client := wsPairTimed(t, false, tm)
 	shrink(t, ws, client)
 	fill(t, ws, 16<<10)
 	start := time.Now()
@@ -165,8 +173,8 @@ func TestWSStalledPeer(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("Resume on a stalled peer = %v; want a timeout", err)
 	}
-	if elapsed > 5*WriteWait {
-		t.Fatalf("Resume took %v; want about WriteWait (%v)", elapsed, WriteWait)
+	if elapsed > 5*tm.WriteWait {
+		t.Fatalf("Resume took %v; want about WriteWait (%v)", elapsed, tm.WriteWait)
 	}
 	if !ws.TryLock() {
 		t.Fatal("the write lock is still held after the writer gave up")
@@ -244,8 +252,8 @@ func TestWSHalfWrittenFrameHandedToWriter(t *testing.T) {
 // WriteWait: no write fails on the deadline a ping set, and no ping lands
 // inside a data frame.
 func TestWSKeepaliveUnderBroadcasts(t *testing.T) {
-	shortWriteWait(t, 100*time.Millisecond)
-	ws, client := wsPair(t, false)
+	t.Parallel()
+	ws, client := wsPairTimed(t, false, shortWriteWait(100*time.Millisecond))
 
 	readerDone := make(chan struct{})
 	go func() {

@@ -17,7 +17,7 @@ import (
 func (t *WS) StartReading(limit int64, p Peer) {
 	t.peer = p
 	t.conn.SetReadLimit(limit)
-	_ = t.conn.SetReadDeadline(time.Now().Add(PongWait))
+	_ = t.conn.SetReadDeadline(time.Now().Add(t.tm.PongWait))
 	t.conn.SetPongHandler(func(string) error { t.extendRead(); return nil })
 }
 
@@ -25,7 +25,7 @@ func (t *WS) StartReading(limit int64, p Peer) {
 // unless it is closing (then the goodbye's deadline stands).
 func (t *WS) extendRead() {
 	if t.peer == nil || !t.peer.Closing() {
-		_ = t.conn.SetReadDeadline(time.Now().Add(PongWait))
+		_ = t.conn.SetReadDeadline(time.Now().Add(t.tm.PongWait))
 	}
 }
 
@@ -133,7 +133,7 @@ func (t *WS) answerPing(frame []byte) error {
 		data[i] = frame[6+i] ^ frame[2+i&3]
 	}
 	_, _ = t.br.Discard(len(frame))
-	err := t.conn.WriteControl(websocket.PongMessage, data, time.Now().Add(WriteWait))
+	err := t.conn.WriteControl(websocket.PongMessage, data, time.Now().Add(t.tm.WriteWait))
 	if err != nil && err != websocket.ErrCloseSent {
 		if _, ok := err.(net.Error); !ok {
 			return err

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,11 +8,8 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/footfall/footfall/streams"
 )
 
 // configError is a bad or missing setting: footfall says so in one line and
@@ -239,220 +234,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 	}
 
-	if c.Addr == "" {
-		return c, configErrorf("FOOTFALL_ADDR must not be empty")
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return c, configErrorf("FOOTFALL_TLS_CERT and FOOTFALL_TLS_KEY go together: set both or neither")
-	}
-	if c.DrainSpread < 0 { // not set: half the shutdown timeout, at most 5 s
-		c.DrainSpread = min(c.ShutdownTimeout/2, defaultDrainSpread)
-	}
-	if c.DrainSpread >= c.ShutdownTimeout {
-		return c, configErrorf("FOOTFALL_DRAIN_SPREAD (%v) must be less than FOOTFALL_SHUTDOWN_TIMEOUT (%v): the streams must be told to go before the node stops", c.DrainSpread, c.ShutdownTimeout)
-	}
-	if c.MaxMessageBytes > c.MaxFrameBytes {
-		return c, configErrorf("FOOTFALL_MAX_MESSAGE_BYTES (%d) must not exceed FOOTFALL_MAX_FRAME_BYTES (%d)", c.MaxMessageBytes, c.MaxFrameBytes)
-	}
-	if !strings.Contains(c.ValkeyURL, "://") && strings.Contains(c.ValkeyURL, "@") {
-		// Cluster seeds are host:port; credentials there would be quoted
-		// back in the dial error.
-		return c, configErrorf("FOOTFALL_VALKEY_URL: cluster seeds are host:port without credentials; give a password in a redis:// or valkey:// URL")
-	}
-	if strings.Contains(c.ValkeyURL, "://") {
-		// A URL that does not parse is named without its text: the error
-		// of url.Parse quotes it, password included.
-		if _, err := url.Parse(c.ValkeyURL); err != nil {
-			return c, configErrorf("FOOTFALL_VALKEY_URL is not a valid URL (%s): check the escaping of its user name and password", redactURL(c.ValkeyURL))
-		}
-	}
-	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKSURL == "" {
-		return c, configErrorf("no credentials configured: set FOOTFALL_JWT_SECRET, FOOTFALL_JWT_PUBLIC_KEY or FOOTFALL_JWT_JWKS_URL (or run with --dev)")
+	if err := c.check(); err != nil {
+		return c, err
 	}
 	return c, nil
-}
-
-// text stores a value with the spaces around it trimmed.
-func text(dst *string) func(string) error {
-	return func(v string) error { *dst = strings.TrimSpace(v); return nil }
-}
-
-// raw stores a value as given (secrets: every byte counts).
-func raw(dst *string) func(string) error {
-	return func(v string) error { *dst = v; return nil }
-}
-
-// list stores a comma list, without empty entries.
-func list(dst *[]string) func(string) error {
-	return func(v string) error {
-		*dst = nil
-		for _, o := range strings.Split(v, ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				*dst = append(*dst, o)
-			}
-		}
-		return nil
-	}
-}
-
-// duration stores a positive duration, at most limit (0: no limit).
-func duration(dst *time.Duration, limit time.Duration) func(string) error {
-	return func(v string) error {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil || d <= 0 {
-			return fmt.Errorf("must be a positive duration such as 30s, not %q", v)
-		}
-		if limit > 0 && d > limit {
-			return fmt.Errorf("must be at most %v, not %q", limit, v)
-		}
-		*dst = d
-		return nil
-	}
-}
-
-// defaultDrainSpread is the longest drain spread footfall picks itself.
-const defaultDrainSpread = 5 * time.Second
-
-// drainSpread stores a duration of zero or more; unset, it stays -1 and
-// parseConfig derives it from the shutdown timeout.
-func drainSpread(dst *time.Duration) func(string) error {
-	*dst = -1
-	set := grace(dst)
-	return func(v string) error {
-		if strings.TrimSpace(v) == "" {
-			return nil
-		}
-		return set(v)
-	}
-}
-
-// grace stores a duration of zero or more, at most an hour.
-func grace(dst *time.Duration) func(string) error {
-	return func(v string) error {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil || d < 0 || d > time.Hour {
-			return fmt.Errorf("must be a duration from 0s to 1h such as 5s, not %q", v)
-		}
-		*dst = d
-		return nil
-	}
-}
-
-// communities stores "*" or a comma list of valid community ids.
-func communities(dst *[]string) func(string) error {
-	return func(v string) error {
-		*dst = nil
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p == "" {
-				continue
-			}
-			if p != "*" {
-				id, ok := streams.NormalizeCommunityID(p)
-				if !ok {
-					return fmt.Errorf("must be * or community ids ([0-9a-fA-F-]+), not %q", p)
-				}
-				p = id
-			}
-			*dst = append(*dst, p)
-		}
-		return nil
-	}
-}
-
-func positiveInt(dst *int) func(string) error {
-	return func(v string) error {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("must be a positive integer, not %q", v)
-		}
-		*dst = n
-		return nil
-	}
-}
-
-func positiveFloat(dst *float64) func(string) error {
-	return func(v string) error {
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || f <= 0 {
-			return fmt.Errorf("must be a positive number, not %q", v)
-		}
-		*dst = f
-		return nil
-	}
-}
-
-// cidrs stores a comma list of IPs (one address each) and CIDRs.
-func cidrs(dst *[]*net.IPNet) func(string) error {
-	return func(v string) error {
-		*dst = nil
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p == "" {
-				continue
-			}
-			if !strings.Contains(p, "/") {
-				if ip := net.ParseIP(p); ip != nil && ip.To4() != nil {
-					p += "/32"
-				} else {
-					p += "/128"
-				}
-			}
-			_, n, err := net.ParseCIDR(p)
-			if err != nil {
-				return fmt.Errorf("%q is not an IP or CIDR", p)
-			}
-			*dst = append(*dst, n)
-		}
-		return nil
-	}
-}
-
-// envName is the environment variable of a flag.
-func envName(flag string) string {
-	return "FOOTFALL_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// urlUserinfo returns the bounds of the user information of a URL
-// (scheme://userinfo@host...), or ok false. It does not parse the URL, so
-// that it works on malformed ones too; the last @ ends the user
-// information, as a password may hold an unescaped @.
-func urlUserinfo(raw string) (start, end int, ok bool) {
-	i := strings.Index(raw, "://")
-	if i < 0 {
-		return 0, 0, false
-	}
-	j := strings.LastIndex(raw, "@")
-	if j <= i+3 {
-		return 0, 0, false
-	}
-	return i + 3, j, true
-}
-
-// urlPassword returns the password of a URL (or its whole user
-// information when it has no colon, as redis://secret@host reads it):
-// the secret part of FOOTFALL_VALKEY_URL.
-func urlPassword(raw string) string {
-	start, end, ok := urlUserinfo(raw)
-	if !ok {
-		return ""
-	}
-	info := raw[start:end]
-	if _, pass, found := strings.Cut(info, ":"); found {
-		return pass
-	}
-	return info
-}
-
-// redactURL replaces the password of a URL with ***.
-func redactURL(raw string) string {
-	start, end, ok := urlUserinfo(raw)
-	if !ok {
-		return raw
-	}
-	user, _, found := strings.Cut(raw[start:end], ":")
-	if !found {
-		return raw[:start] + "***" + raw[end:]
-	}
-	return raw[:start] + user + ":***" + raw[end:]
 }
 
 func readFile(name, path string) ([]byte, error) {
@@ -463,77 +248,39 @@ func readFile(name, path string) ([]byte, error) {
 	return b, nil
 }
 
-// redactor keeps secrets out of output: it replaces every secret value
-// (and its JSON-escaped form, as a JSON log line would hold it) with
-// [redacted] in log lines and error messages.
-type redactor struct {
-	olds [][]byte
-}
-
-var redactedMark = []byte("[redacted]")
-
-func newRedactor(secrets []string) *redactor {
-	r := &redactor{}
-	for _, s := range secrets {
-		if s == "" {
-			continue
+// check refuses settings that are each valid but do not go together, and
+// a node with no way to verify credentials. It completes the drain spread,
+// which depends on the shutdown timeout.
+func (c *config) check() error {
+	if c.Addr == "" {
+		return configErrorf("FOOTFALL_ADDR must not be empty")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return configErrorf("FOOTFALL_TLS_CERT and FOOTFALL_TLS_KEY go together: set both or neither")
+	}
+	if c.DrainSpread < 0 { // not set: half the shutdown timeout, at most 5 s
+		c.DrainSpread = min(c.ShutdownTimeout/2, defaultDrainSpread)
+	}
+	if c.DrainSpread >= c.ShutdownTimeout {
+		return configErrorf("FOOTFALL_DRAIN_SPREAD (%v) must be less than FOOTFALL_SHUTDOWN_TIMEOUT (%v): the streams must be told to go before the node stops", c.DrainSpread, c.ShutdownTimeout)
+	}
+	if c.MaxMessageBytes > c.MaxFrameBytes {
+		return configErrorf("FOOTFALL_MAX_MESSAGE_BYTES (%d) must not exceed FOOTFALL_MAX_FRAME_BYTES (%d)", c.MaxMessageBytes, c.MaxFrameBytes)
+	}
+	if !strings.Contains(c.ValkeyURL, "://") && strings.Contains(c.ValkeyURL, "@") {
+		// Cluster seeds are host:port; credentials there would be quoted
+		// back in the dial error.
+		return configErrorf("FOOTFALL_VALKEY_URL: cluster seeds are host:port without credentials; give a password in a redis:// or valkey:// URL")
+	}
+	if strings.Contains(c.ValkeyURL, "://") {
+		// A URL that does not parse is named without its text: the error
+		// of url.Parse quotes it, password included.
+		if _, err := url.Parse(c.ValkeyURL); err != nil {
+			return configErrorf("FOOTFALL_VALKEY_URL is not a valid URL (%s): check the escaping of its user name and password", redactURL(c.ValkeyURL))
 		}
-		r.olds = append(r.olds, []byte(s))
-		if q, err := json.Marshal(s); err == nil {
-			if esc := q[1 : len(q)-1]; string(esc) != s {
-				r.olds = append(r.olds, esc)
-			}
-		}
 	}
-	return r
-}
-
-func (r *redactor) redact(p []byte) []byte {
-	for _, old := range r.olds {
-		if bytes.Contains(p, old) {
-			p = bytes.ReplaceAll(p, old, redactedMark)
-		}
+	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKSURL == "" {
+		return configErrorf("no credentials configured: set FOOTFALL_JWT_SECRET, FOOTFALL_JWT_PUBLIC_KEY or FOOTFALL_JWT_JWKS_URL (or run with --dev)")
 	}
-	return p
+	return nil
 }
-
-// writer returns w with secrets redacted from each write (a log line).
-func (r *redactor) writer(w io.Writer) io.Writer {
-	if len(r.olds) == 0 {
-		return w
-	}
-	return redactingWriter{r: r, w: w}
-}
-
-type redactingWriter struct {
-	r *redactor
-	w io.Writer
-}
-
-func (rw redactingWriter) Write(p []byte) (int, error) {
-	if _, err := rw.w.Write(rw.r.redact(p)); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// err returns err with secrets redacted from its message; errors.Is and
-// errors.As still see the original (a configError stays exit code 2).
-func (r *redactor) err(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	if red := string(r.redact([]byte(msg))); red != msg {
-		return &redactedError{msg: red, err: err}
-	}
-	return err
-}
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }

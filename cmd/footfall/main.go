@@ -12,7 +12,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -135,6 +134,7 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		GuestKey:          guestKey(authCfg.Secret, cfg.APIKey),
 		AuthHookURL:       cfg.AuthHookURL,
 		DashboardInterval: cfg.DashboardInterval,
+		DrainSpread:       cfg.DrainSpread,
 		Dev:               cfg.Dev,
 		Web:               web.FS(),
 		Limits: api.Limits{
@@ -156,10 +156,11 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		log.Warn("guests: neither FOOTFALL_JWT_SECRET nor FOOTFALL_API_KEY is set, so each node signs footfall_vid cookies with a key of its own; a guest moving to another node counts again there")
 	}
 	srv := api.New(opts)
-	defer srv.Close()
+	go srv.Run(context.Background()) // until srv.Shutdown
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		_ = srv.Shutdown(context.Background()) // no stream yet: returns at once
 		return configErrorf("FOOTFALL_ADDR: %v", err)
 	}
 	scheme := "http"
@@ -185,37 +186,29 @@ func runNode(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			serveErr <- hs.Serve(ln)
 		}
 	}()
-	runCtx, stopRun := context.WithCancel(context.Background())
-	runDone := make(chan struct{})
-	go func() {
-		defer close(runDone)
-		srv.Run(runCtx)
-	}()
-	defer func() {
-		stopRun()
-		<-runDone
-	}()
-
+	var serveFailed error
 	select {
 	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
+		serveFailed = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+		log.Info("shutting down")
 	}
 
-	// Shutdown order (STYLE): stop accepting, tell streams to go, drain,
-	// close the bus (deferred).
-	log.Info("shutting down")
+	// The shutdown order (docs/protocol.md, Shutdown), within
+	// FOOTFALL_SHUTDOWN_TIMEOUT: the api server stops admitting, tells its
+	// streams to go spread over FOOTFALL_DRAIN_SPREAD, waits for them and
+	// stops its own work; then the HTTP server finishes the requests in
+	// flight; then (deferred) the webhook engine stops and the bus closes.
 	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Streams are told to go spread over DrainSpread (new ones are refused
-	// meanwhile), so that the other nodes take this one's clients over
-	// time, not all in one second.
-	srv.DrainOver(shutCtx, cfg.DrainSpread)
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("shutdown: streams still open at the timeout were cut", "err", err)
+	}
+	if serveFailed != nil {
+		return serveFailed
+	}
 	if err := hs.Shutdown(shutCtx); err != nil {
 		log.Warn("shutdown", "err", err)
-	}
-	for srv.OpenClients() > 0 && shutCtx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
 	}
 	<-serveErr
 	log.Info("stopped")
@@ -277,108 +270,10 @@ func nodeID() string {
 	return clean + "-" + randomHex(4)
 }
 
-// runToken is `footfall token`: mint a token with the configured secret.
-func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("footfall token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sub := fs.String("sub", "", "the token's subject (user id), required")
-	ttl := fs.Duration("ttl", time.Hour, "lifetime")
-	admin := fs.Bool("admin", false, "site admin (role: admin): allowed everywhere")
-	// Environment values are read after parsing, never made flag defaults:
-	// usage text would show the secret.
-	secret := fs.String("jwt-secret", "", "HS256 secret (default: FOOTFALL_JWT_SECRET)")
-	aud := fs.String("jwt-audience", "", "audience (default: FOOTFALL_JWT_AUDIENCE)")
-	iss := fs.String("jwt-issuer", "", "issuer (default: FOOTFALL_JWT_ISSUER)")
-	communities := map[string]auth.Role{}
-	fs.Func("community", "ID=ROLE (member, moderator or admin); repeatable", func(v string) error {
-		id, role, ok := strings.Cut(v, "=")
-		if !ok {
-			return fmt.Errorf("want ID=ROLE, got %q", v)
-		}
-		cid, valid := streams.NormalizeCommunityID(id)
-		if !valid {
-			return fmt.Errorf("invalid community id %q", id)
-		}
-		switch auth.Role(role) {
-		case auth.RoleMember, auth.RoleModerator, auth.RoleAdmin:
-		default:
-			return fmt.Errorf("role must be member, moderator or admin, not %q", role)
-		}
-		communities[cid] = auth.Role(role)
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return configErrorf("token: %v", err)
-	}
-	for p, env := range map[*string]string{secret: "FOOTFALL_JWT_SECRET", aud: "FOOTFALL_JWT_AUDIENCE", iss: "FOOTFALL_JWT_ISSUER"} {
-		if *p == "" {
-			*p = getenv(env)
-		}
-	}
-	switch {
-	case *sub == "":
-		return configErrorf("token: --sub is required")
-	case *secret == "":
-		return configErrorf("token: no secret: set FOOTFALL_JWT_SECRET or --jwt-secret (tokens for a public key are minted by the platform's private key)")
-	case *ttl <= 0:
-		return configErrorf("token: --ttl must be positive")
-	}
-	token, _, err := auth.Mint([]byte(*secret), auth.Claims{
-		Subject: *sub, Communities: communities, Admin: *admin, TTL: *ttl, Audience: *aud, Issuer: *iss,
-	}, time.Now())
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, token)
-	return nil
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// runHealthcheck is `footfall healthcheck`: GET /healthz of the local node
-// (for the container's HEALTHCHECK, which has no curl). Exit 0 when healthy.
-func runHealthcheck(ctx context.Context, args []string, getenv func(string) string) error {
-	addr := getenv("FOOTFALL_ADDR")
-	if len(args) > 0 {
-		addr = args[0]
-	}
-	if addr == "" {
-		addr = ":8080"
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return configErrorf("healthcheck: bad address %q", addr)
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	scheme := "http"
-	client := &http.Client{Timeout: 3 * time.Second}
-	if getenv("FOOTFALL_TLS_CERT") != "" {
-		scheme = "https"
-		// The node's own certificate names its public host, not 127.0.0.1.
-		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // loopback self-check
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, port)+"/healthz", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: /healthz answered %d", resp.StatusCode)
-	}
-	return nil
 }
 
 // guestKey derives the key that signs guests' footfall_vid cookies from

@@ -281,10 +281,7 @@ func medianChurn(rs []churnReport) churnReport {
 
 func writeChurnText(w io.Writer, res churnResult) {
 	m := res.Median
-	fmt.Fprintf(w, "footfall-bench churn: target=%s visitors=%d (via %s) watchers=%d\n", m.Target, m.Visitors, m.Join, m.Watchers)
-	if m.Runs > 1 {
-		fmt.Fprintf(w, "median of %d runs\n", m.Runs)
-	}
+	writeTitle(w, m.Runs, "", "footfall-bench churn: target=%s visitors=%d (via %s) watchers=%d", m.Target, m.Visitors, m.Join, m.Watchers)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "phase\tcount\tburst\tconverged\tafter last\tafter first\tmax msgs/s\tmsgs/watcher mean/max")
 	for _, p := range m.Phases {

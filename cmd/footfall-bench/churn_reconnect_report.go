@@ -127,11 +127,8 @@ func writeReconnectText(w io.Writer, res reconnectResult) {
 		return
 	}
 	m := res.Sets[0].Median
-	fmt.Fprintf(w, "footfall-bench churn --mode reconnect: target=%s visitors=%d (via %s) watchers=%d reconnect-within=%.0f ms hold=%.0f ms\n",
+	writeTitle(w, m.Runs, " per grace", "footfall-bench churn --mode reconnect: target=%s visitors=%d (via %s) watchers=%d reconnect-within=%.0f ms hold=%.0f ms",
 		m.Target, m.Visitors, m.Transport, m.Watchers, m.WithinMS, m.HoldMS)
-	if m.Runs > 1 {
-		fmt.Fprintf(w, "median of %d runs per grace\n", m.Runs)
-	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "grace\tphase\treconnects\tfailed\tjoins/s\tsetup p50/p99\tserver/harness busy\tCPU/join\tjoins per CPU-s\tmsgs/reconnect/watcher\tmax msgs/s\tfinal ok")
 	for _, s := range res.Sets {

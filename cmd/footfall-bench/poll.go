@@ -284,10 +284,7 @@ func medianPoll(rs []pollReport) pollReport {
 
 func writePollText(w io.Writer, res pollResult) {
 	m := res.Median
-	fmt.Fprintf(w, "footfall-bench poll: target=%s tool=%s connections=%d duration=%gs per phase\n", m.Target, m.Tool, m.Connections, m.DurationS)
-	if m.Runs > 1 {
-		fmt.Fprintf(w, "median of %d runs (errors summed)\n", m.Runs)
-	}
+	writeTitle(w, m.Runs, " (errors summed)", "footfall-bench poll: target=%s tool=%s connections=%d duration=%gs per phase", m.Target, m.Tool, m.Connections, m.DurationS)
 	for _, p := range []pollPhase{m.Healthz, m.Count} {
 		fmt.Fprintf(w, "  %-42s %9.0f req/s  p99 %.2f ms  server CPU %.1f µs/req  non-2xx %d  errors %d\n",
 			p.Path, p.RPS, p.LatencyP99MS, p.CPUPerReqUS, p.Non2xx, p.Errors)

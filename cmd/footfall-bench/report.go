@@ -173,6 +173,15 @@ func checkTargets(f Report, p99Ratio float64) []targetCheck {
 	return ts
 }
 
+// writeTitle prints a report's first line and, when its figures are the
+// medians of several runs, how many (note says more).
+func writeTitle(w io.Writer, runs int, note, format string, args ...any) {
+	fmt.Fprintf(w, format+"\n", args...)
+	if runs > 1 {
+		fmt.Fprintf(w, "median of %d runs%s\n", runs, note)
+	}
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -253,10 +262,7 @@ func rows(rs []Report) [][]string {
 // writeRunText prints one target's result.
 func writeRunText(w io.Writer, res runResult) {
 	m := res.Median
-	fmt.Fprintf(w, "footfall-bench run: target=%s %s\n", m.Target, params(m))
-	if m.Runs > 1 {
-		fmt.Fprintf(w, "median of %d runs\n", m.Runs)
-	}
+	writeTitle(w, m.Runs, "", "footfall-bench run: target=%s %s", m.Target, params(m))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, row := range rows([]Report{m}) {
 		fmt.Fprintln(tw, strings.Join(row, "\t"))

@@ -175,3 +175,26 @@ func TestSoakRestartJudgeAndText(t *testing.T) {
 		t.Fatal("survived with an unexpected disconnect")
 	}
 }
+
+func TestWriteTitle(t *testing.T) {
+	var buf bytes.Buffer
+	writeTitle(&buf, 1, " (errors summed)", "footfall-bench poll: target=%s", "footfall")
+	writeTitle(&buf, 3, " per grace", "footfall-bench churn: n=%d", 5)
+	want := "footfall-bench poll: target=footfall\nfootfall-bench churn: n=5\nmedian of 3 runs per grace\n"
+	if buf.String() != want {
+		t.Fatalf("got %q, want %q", buf.String(), want)
+	}
+}
+
+// TestMedianTexts checks the "median of" lines of the text reports.
+func TestMedianTexts(t *testing.T) {
+	var buf bytes.Buffer
+	writePollText(&buf, pollResult{Median: pollReport{Target: "footfall", Tool: "go", Runs: 5}})
+	writeChurnText(&buf, churnResult{Median: churnReport{Target: "footfall", Join: "ws", Runs: 3}})
+	writeRunText(&buf, runResult{Median: Report{Target: "footfall", Runs: 3}})
+	for _, want := range []string{"median of 5 runs (errors summed)\n", "footfall-bench churn: target=footfall visitors=0 (via ws) watchers=0\nmedian of 3 runs\n", "footfall-bench run: target=footfall transport="} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, buf.String())
+		}
+	}
+}

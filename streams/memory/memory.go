@@ -113,8 +113,7 @@ type Bus struct {
 	// (zero: none to forget), so the reaper does not scan them every tick.
 	sessPruneAt time.Time
 
-	revMu    sync.Mutex
-	revokers atomic.Pointer[[]*revokeSub] // copy-on-write under revMu
+	revokers delivery.Hooks[string] // OnRevoke
 }
 
 var _ streams.Bus = (*Bus)(nil)
@@ -190,9 +189,9 @@ func (b *Bus) Pending() int { return b.queue.Len() }
 type community struct {
 	id string
 
-	// subs is read lock-free by the delivery goroutine; it is replaced
-	// (copy on write) under mu.
-	subs atomic.Pointer[[]*subscription]
+	// subs are the community's Subscribe handlers, read lock-free by the
+	// delivery goroutine.
+	subs delivery.Hooks[*streams.Event]
 
 	mu       sync.Mutex
 	seq      uint64

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/footfall/footfall/streams"
@@ -112,27 +110,6 @@ func (b *Bus) pruneSessions(now time.Time) {
 	}
 }
 
-type revokeSub struct {
-	h    func(string)
-	mu   sync.Mutex // held while h runs
-	done bool
-}
-
-func (r *revokeSub) deliver(id string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.done {
-		r.h(id)
-	}
-}
-
-func (b *Bus) loadRevokers() []*revokeSub {
-	if p := b.revokers.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
 // OnRevoke calls h, from the delivery goroutine, with the id of every
 // session revoked from now on, until cancel is called. Cancel is
 // idempotent and waits for a running call of h (so h must not call it).
@@ -141,21 +118,5 @@ func (b *Bus) OnRevoke(h func(sessionID string)) (cancel func()) {
 	if b.closed.Load() || h == nil {
 		return func() {}
 	}
-	r := &revokeSub{h: h}
-	b.revMu.Lock()
-	rs := append(slices.Clone(b.loadRevokers()), r)
-	b.revokers.Store(&rs)
-	b.revMu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			b.revMu.Lock()
-			rs := slices.DeleteFunc(slices.Clone(b.loadRevokers()), func(x *revokeSub) bool { return x == r })
-			b.revokers.Store(&rs)
-			b.revMu.Unlock()
-			r.mu.Lock()
-			r.done = true
-			r.mu.Unlock()
-		})
-	}
+	return b.revokers.Add(h)
 }

@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/footfall/footfall/streams"
@@ -228,13 +226,13 @@ func (b *Bus) Subscribe(ctx context.Context, community string, h streams.Handler
 	// read reaches s (buffered until start), and one published before it
 	// is filtered out by it.
 	s := &subscription{h: h}
-	t.addSub(s)
+	t.subs.Add(s)
 	vals, err := b.client.Do(ctx, b.client.B().Hmget().Key(metaKey(community)).Field("e", "s").Build()).ToArray()
 	if err == nil && len(vals) != 2 {
 		err = errors.New("unexpected reply")
 	}
 	if err != nil {
-		t.removeSub(s)
+		t.subs.Remove(s)
 		b.releaseTopic(t)
 		return nil, fmt.Errorf("valkey: subscribe: %w", err)
 	}
@@ -257,7 +255,7 @@ func (b *Bus) Subscribe(ctx context.Context, community string, h streams.Handler
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			t.removeSub(s)
+			t.subs.Remove(s)
 			s.end()
 			b.releaseTopic(t)
 		})
@@ -285,63 +283,15 @@ func (b *Bus) deliver() {
 	b.queue.Run(b.stop, func(it item) {
 		switch {
 		case it.t != nil:
-			for _, s := range it.t.loadSubs() {
+			for _, s := range it.t.subs.Load() {
 				s.deliver(it.f)
 			}
 		case it.start != nil:
 			it.start.start()
 		case it.reconnect:
-			for _, h := range loadHooks(&b.reconnects) {
-				h.call(struct{}{})
-			}
+			b.reconnects.Call(struct{}{})
 		default:
-			for _, h := range loadHooks(&b.revokers) {
-				h.call(it.revoked)
-			}
+			b.revokers.Call(it.revoked)
 		}
 	})
-}
-
-// hook is one OnRevoke or OnReconnect registration.
-type hook[T any] struct {
-	h    func(T)
-	mu   sync.Mutex // held while h runs
-	done bool
-}
-
-func (k *hook[T]) call(v T) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if !k.done {
-		k.h(v)
-	}
-}
-
-func loadHooks[T any](list *atomic.Pointer[[]*hook[T]]) []*hook[T] {
-	if p := list.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// addHook registers h in list (copy on write under mu) and returns its
-// idempotent cancel, which waits for a running call of h.
-func addHook[T any](mu *sync.Mutex, list *atomic.Pointer[[]*hook[T]], h func(T)) func() {
-	k := &hook[T]{h: h}
-	mu.Lock()
-	hs := append(slices.Clone(loadHooks(list)), k)
-	list.Store(&hs)
-	mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			mu.Lock()
-			hs := slices.DeleteFunc(slices.Clone(loadHooks(list)), func(x *hook[T]) bool { return x == k })
-			list.Store(&hs)
-			mu.Unlock()
-			k.mu.Lock()
-			k.done = true
-			k.mu.Unlock()
-		})
-	}
 }

@@ -115,7 +115,7 @@ func (b *Bus) OnRevoke(h func(sessionID string)) (cancel func()) {
 	if b.closed.Load() || h == nil {
 		return func() {}
 	}
-	return addHook(&b.hooksMu, &b.revokers, h)
+	return b.revokers.Add(h)
 }
 
 // onRevokedMessage is the receive callback of the revocation channel: it

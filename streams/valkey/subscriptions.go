@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/footfall/footfall/streams"
+	"github.com/footfall/footfall/streams/internal/delivery"
 )
 
 // ---------------------------------------------------------------------------
@@ -204,8 +204,7 @@ type topic struct {
 	loop      *loop
 	refs      int // guarded by Bus.topicsMu
 
-	subsMu sync.Mutex
-	subs   atomic.Pointer[[]*subscription] // copy on write under subsMu
+	subs delivery.List[*subscription] // the community's Subscribe calls
 
 	// The stream state: the epoch and seq of the last event queued for
 	// delivery, so that duplicates are dropped and gaps noticed.
@@ -216,27 +215,6 @@ type topic struct {
 	maxSeen   uint64   // the highest seq ever queued (the floor after a data loss)
 	repairing bool     // a history read fills a gap; pending waits for it
 	pending   []framed // events received while repairing
-}
-
-func (t *topic) loadSubs() []*subscription {
-	if p := t.subs.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-func (t *topic) addSub(s *subscription) {
-	t.subsMu.Lock()
-	defer t.subsMu.Unlock()
-	subs := append(slices.Clone(t.loadSubs()), s)
-	t.subs.Store(&subs)
-}
-
-func (t *topic) removeSub(s *subscription) {
-	t.subsMu.Lock()
-	defer t.subsMu.Unlock()
-	subs := slices.DeleteFunc(slices.Clone(t.loadSubs()), func(x *subscription) bool { return x == s })
-	t.subs.Store(&subs)
 }
 
 // acquireTopic returns the running topic of community, starting it if

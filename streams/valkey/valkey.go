@@ -265,9 +265,8 @@ type Bus struct {
 	repairs    map[*topic]struct{}
 	repairWake chan struct{}
 
-	hooksMu    sync.Mutex
-	revokers   atomic.Pointer[[]*hook[string]]
-	reconnects atomic.Pointer[[]*hook[struct{}]]
+	revokers   delivery.Hooks[string]   // OnRevoke
+	reconnects delivery.Hooks[struct{}] // OnReconnect
 
 	counters counters // BusStats
 }
@@ -510,7 +509,7 @@ func (b *Bus) OnReconnect(h func()) (cancel func()) {
 	if b.closed.Load() || h == nil {
 		return func() {}
 	}
-	return addHook(&b.hooksMu, &b.reconnects, func(struct{}) { h() })
+	return b.reconnects.Add(func(struct{}) { h() })
 }
 
 // errRecovering is Ping's answer while the bus re-registers its state.

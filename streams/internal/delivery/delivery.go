@@ -1,6 +1,7 @@
-// Package delivery is the queue between a bus's publishers (or valkey-go's
-// receive callbacks) and the bus's one delivery goroutine, shared by the
-// memory and Valkey buses.
+// Package delivery is what the memory and Valkey buses share to deliver:
+// the queue between a bus's publishers (or valkey-go's receive callbacks)
+// and the bus's one delivery goroutine (Queue), and the registries of the
+// handlers that goroutine calls (List, Hooks).
 //
 // Why one goroutine and a queue rather than delivering on the publisher's
 // goroutine: a handler may call back into the bus (Publish, Touch, even

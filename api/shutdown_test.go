@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -54,4 +56,55 @@ func TestShutdownHandover(t *testing.T) {
 		t.Fatalf("the first visitor_left came %v after the drain; want it after the 1s TTL", d)
 	}
 	watcher.quiet()
+}
+
+// TestShutdownWaitsForStreams: Shutdown returns once every stream has
+// gone, with nothing open behind it; a second call returns at once.
+func TestShutdownWaitsForStreams(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t, nil)
+	for _, sub := range []string{"a", "b", "c"} {
+		c := g.dial(visitorsPath(community1), member(t, sub))
+		c.readType("visitor_count")
+		go func() { _, _, _ = c.conn.ReadMessage() }() // answers the close
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v; want nil", err)
+	}
+	if n := g.srv.OpenClients(); n != 0 {
+		t.Fatalf("%d streams open after Shutdown; want 0", n)
+	}
+	if code, _, _ := g.getRaw("/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz after Shutdown = %d; want 503", code)
+	}
+	if err := g.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown = %v; want nil", err)
+	}
+}
+
+// TestShutdownDeadline: a stream whose client never answers the goodbye
+// makes Shutdown return ctx.Err() at the deadline, and it is cut then.
+func TestShutdownDeadline(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t, nil)
+	c := g.dial(visitorsPath(community1), member(t, "silent"))
+	c.readType("visitor_count") // and nothing more: the close is never answered
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := g.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v; want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Shutdown took %v past a 200 ms deadline", d)
+	}
+	deadline := time.Now().Add(time.Second) // well within the 2 s a goodbye waits
+	for g.srv.OpenClients() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream still open at the deadline was not cut")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -3,8 +3,32 @@
 // the clients of a community. It knows nothing about HTTP.
 //
 // The Bus interface is the engine seam: streams/memory is the embedded,
-// single-node implementation; a Valkey implementation shares the same
-// contract, which streams/streamstest checks.
+// single-node implementation and streams/valkey the distributed one; both
+// keep the same contract, which streams/streamstest checks.
+//
+// # Who multiplexes
+//
+// A node's clients of one community share one bus subscription, and the
+// Hub is the one layer that multiplexes them: it takes a community's
+// subscription with its first local subscriber and drops it after the
+// last, keeps the community's state from the events it sees (and folds
+// resync events), and fans every event out to its subscribers under one
+// read lock. Clients never become bus subscriptions.
+//
+// A bus therefore does not fan out to clients. It keeps one upstream
+// subscription per community it is asked for (the Valkey bus: one shard
+// channel subscription per node) and hands each event to that community's
+// Subscribe handlers, through the registry of streams/internal/delivery
+// that both buses share; with a Hub on top there is one handler per
+// community. The registry stays a list rather than a single slot because
+// the Bus contract allows any number of Subscribe calls per community
+// (the conformance suite checks that each gets every event), and a
+// community's stream state (the Valkey bus's epoch, dedup and gap repair)
+// must be shared by them. Why the Hub rather than the bus: the Hub's
+// per-community state (snapshot, resync folding) needs one handler per
+// community anyway, and its fanout is a map walk under a read lock, where
+// a bus subscription per client would cost each delivery a mutex of its
+// own and, on Valkey, a baseline read per client joining.
 package streams
 
 import (
@@ -166,27 +190,8 @@ type PresenceResult struct {
 	Peak  Peak
 }
 
-// Session is a server-side credential created by the platform.
-type Session struct {
-	ID          string            `json:"id"`
-	UserID      string            `json:"user_id"`
-	Communities map[string]string `json:"communities,omitempty"`
-	Role        string            `json:"role,omitempty"`
-	ExpiresAt   time.Time         `json:"expires_at"`
-}
-
-// Errors a Bus returns.
-var (
-	// ErrSessionNotFound: no session with that id ever existed (or it is
-	// long forgotten).
-	ErrSessionNotFound = errors.New("session not found")
-	// ErrSessionRevoked: the session existed and was revoked.
-	ErrSessionRevoked = errors.New("session revoked")
-	// ErrSessionExpired: the session existed and has expired.
-	ErrSessionExpired = errors.New("session expired")
-	// ErrClosed: the bus was closed.
-	ErrClosed = errors.New("bus closed")
-)
+// ErrClosed is what a Bus returns once it was closed.
+var ErrClosed = errors.New("bus closed")
 
 // Handler receives the events of a subscription. It is called from the
 // bus's delivery goroutine, one event at a time and in Seq order per
@@ -228,17 +233,8 @@ type Bus interface {
 	// VisitorHistory: the community's buckets of present counts.
 	HistoryReader
 
-	// CreateSession stores s until s.ExpiresAt.
-	CreateSession(ctx context.Context, s Session) error
-	// Session returns a live session, or ErrSessionNotFound,
-	// ErrSessionRevoked or ErrSessionExpired.
-	Session(ctx context.Context, id string) (Session, error)
-	// RevokeSession revokes a live session and tells every node's
-	// revocation handlers; ErrSessionNotFound if there is none to revoke.
-	RevokeSession(ctx context.Context, id string) error
-	// OnRevoke calls h with the id of every session revoked on any node,
-	// until cancel is called. h must not block.
-	OnRevoke(h func(sessionID string)) (cancel func())
+	// The server-side sessions (sessions.go).
+	Sessions
 
 	// Ping reports whether the bus's backing store is reachable.
 	Ping(ctx context.Context) error

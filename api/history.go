@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -43,27 +42,36 @@ type historyAnswer struct {
 	Points      []historyPoint `json:"points"`
 }
 
+// historyAPI is the history route: the bus it reads, and who may read it
+// (the service API key, or a dashboard credential that identify admits).
+type historyAPI struct {
+	bus      streams.Bus
+	svc      *serviceAPI
+	identify func(r *http.Request, h http.Header, clientIP string, cred auth.Credential, community string, stream streams.Stream, transport string) (identified, error)
+	now      func() time.Time
+}
+
 // visitorHistory is GET /api/v1/communities/{id}/visitors/history
 // (docs/protocol.md, history): a community's peaks and time-weighted
 // averages per minute, hour or day, as JSON or (Accept: text/csv) CSV.
 // Moderators and admins of the community may read it, and the platform
 // with the service API key.
-func (s *Server) visitorHistory(c echo.Context) error {
+func (h *historyAPI) visitorHistory(c echo.Context) error {
 	community, err := community(c)
 	if err != nil {
 		return err
 	}
 	r := c.Request()
-	if !s.isServiceKey(r) {
-		if _, err := s.identify(r, c.Response().Header(), c.RealIP(), auth.Extract(r), community, streams.StreamDashboard, "rest"); err != nil {
+	if !h.svc.isServiceKey(r) {
+		if _, err := h.identify(r, c.Response().Header(), c.RealIP(), auth.Extract(r), community, streams.StreamDashboard, "rest"); err != nil {
 			return err
 		}
 	}
-	step, from, to, herr := parseHistoryQuery(c.QueryParams(), s.now())
+	step, from, to, herr := parseHistoryQuery(c.QueryParams(), h.now())
 	if herr != nil {
 		return herr
 	}
-	points, err := s.bus.VisitorHistory(r.Context(), community, step, from, to)
+	points, err := h.bus.VisitorHistory(r.Context(), community, step, from, to)
 	if errors.Is(err, streams.ErrHistoryRange) {
 		return errBadQuery("from", err.Error())
 	}
@@ -79,17 +87,6 @@ func (s *Server) visitorHistory(c echo.Context) error {
 		return c.Blob(http.StatusOK, "text/csv; charset=utf-8", historyCSV(answer))
 	}
 	return c.JSON(http.StatusOK, answer)
-}
-
-// isServiceKey reports whether r carries the service API key as its
-// bearer token.
-func (s *Server) isServiceKey(r *http.Request) bool {
-	if s.opts.APIKey == "" {
-		return false
-	}
-	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	return ok && strings.EqualFold(scheme, "Bearer") &&
-		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(s.opts.APIKey)) == 1
 }
 
 func errBadQuery(field, msg string) *httpError {

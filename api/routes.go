@@ -47,7 +47,7 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/api/v1/communities/:id/visitor-dashboard", s.restDashboard, s.cors, s.limitRequests)
 	// Visitor history (docs/protocol.md, history): dashboard credentials or
 	// the service API key.
-	e.GET("/api/v1/communities/:id/visitors/history", s.visitorHistory, s.cors, s.limitRequests)
+	e.GET("/api/v1/communities/:id/visitors/history", s.history.visitorHistory, s.cors, s.limitRequests)
 
 	for _, p := range []string{
 		"/sse/communities/:id/visitors/", "/sse/communities/:id/visitor-dashboard/",
@@ -59,14 +59,14 @@ func (s *Server) routes() *echo.Echo {
 
 	// Service API (docs/protocol.md, service API). Route by route rather than an echo
 	// Group: a group's middleware would answer 401 for unknown paths too.
-	svc := []echo.MiddlewareFunc{s.requireAPIKey, s.bodyLimit}
-	e.POST("/api/v1/communities/:id/visitor-events", s.visitorEvents, svc...)
-	e.POST("/api/v1/communities/:id/metrics", s.postMetric, svc...)
-	e.POST("/api/v1/communities/:id/conversions", s.conversions, svc...)
-	e.POST("/api/v1/communities/:id/broadcast", s.broadcast, svc...)
+	svc := []echo.MiddlewareFunc{s.svc.requireAPIKey, s.bodyLimit}
+	e.POST("/api/v1/communities/:id/visitor-events", s.svc.visitorEvents, svc...)
+	e.POST("/api/v1/communities/:id/metrics", s.svc.postMetric, svc...)
+	e.POST("/api/v1/communities/:id/conversions", s.svc.conversions, svc...)
+	e.POST("/api/v1/communities/:id/broadcast", s.svc.broadcast, svc...)
 	e.GET("/api/v1/communities/:id/stats", s.stats, svc...)
-	e.POST("/api/v1/sessions", s.createSession, svc...)
-	e.DELETE("/api/v1/sessions/:session_id", s.deleteSession, svc...)
+	e.POST("/api/v1/sessions", s.svc.createSession, svc...)
+	e.DELETE("/api/v1/sessions/:session_id", s.svc.deleteSession, svc...)
 
 	// The published contract.
 	e.GET("/openapi.yaml", yamlDocument(openapi.OpenAPI()))

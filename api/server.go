@@ -43,6 +43,8 @@ type Server struct {
 	origins  originPolicy
 
 	clientEnv *clientEnv // what its clients need of it
+	svc       *serviceAPI
+	history   *historyAPI
 
 	connSeq  atomic.Uint64
 	draining atomic.Bool
@@ -118,6 +120,8 @@ func New(opts Options) *Server {
 	s.polls = newPollLeases(s)
 	s.metrics = newMetrics(s)
 	s.clientEnv = newClientEnv(s)
+	s.svc = newServiceAPI(s)
+	s.history = &historyAPI{bus: s.bus, svc: s.svc, identify: s.identify, now: s.now}
 	if opts.AuthHookURL != "" {
 		s.hook = newAuthHook(opts.AuthHookURL, opts.APIKey, opts.AuthHookClient, s.now, func(outcome string, d time.Duration) {
 			s.metrics.hookCalls.WithLabelValues(outcome).Inc()

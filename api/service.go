@@ -22,21 +22,52 @@ const (
 	maxSessionTTL = 30 * 24 * time.Hour
 )
 
+// serviceAPI is the service API (docs/protocol.md, service API): its
+// handlers and what they need of the node, no more.
+type serviceAPI struct {
+	bus streams.Bus
+	// hub is the node's: a change made here is observed at once, before
+	// the bus's event for it arrives.
+	hub *streams.Hub
+	// key is the API key; empty disables the service API.
+	key string
+	// presenceTTL is the lifetime of a source the API touches; maxBatch
+	// bounds a visitor-events batch.
+	presenceTTL time.Duration
+	maxBatch    int
+	now         func() time.Time
+}
+
+func newServiceAPI(s *Server) *serviceAPI {
+	return &serviceAPI{bus: s.bus, hub: s.hub, key: s.opts.APIKey, presenceTTL: s.opts.PresenceTTL, maxBatch: s.limits.MaxBatch, now: s.now}
+}
+
 // requireAPIKey guards the service API: 404 when no key is configured
 // (docs/protocol.md, service API), 401 on a wrong or missing key.
-func (s *Server) requireAPIKey(next echo.HandlerFunc) echo.HandlerFunc {
+func (a *serviceAPI) requireAPIKey(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if s.opts.APIKey == "" {
+		if a.key == "" {
 			return errNotFound("the service API is disabled: set FOOTFALL_API_KEY")
 		}
 		h := c.Request().Header.Get("Authorization")
 		scheme, key, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") ||
-			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(s.opts.APIKey)) != 1 {
+			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(a.key)) != 1 {
 			return &httpError{Status: http.StatusUnauthorized, Slug: "unauthorized", Message: "missing or wrong API key"}
 		}
 		return next(c)
 	}
+}
+
+// isServiceKey reports whether r carries the service API key as its
+// bearer token.
+func (a *serviceAPI) isServiceKey(r *http.Request) bool {
+	if a.key == "" {
+		return false
+	}
+	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(a.key)) == 1
 }
 
 // readBody reads a request body, mapping an oversized one to 413.
@@ -110,7 +141,7 @@ func (e *visitorEvent) validate() (field, msg string) {
 }
 
 // visitorEvents is POST /api/v1/communities/{id}/visitor-events.
-func (s *Server) visitorEvents(c echo.Context) error {
+func (a *serviceAPI) visitorEvents(c echo.Context) error {
 	community, err := community(c)
 	if err != nil {
 		return err
@@ -129,8 +160,8 @@ func (s *Server) visitorEvents(c echo.Context) error {
 		if len(raws) == 0 {
 			return errBadRequest("body", "the batch is empty")
 		}
-		if len(raws) > s.limits.MaxBatch {
-			return errBadRequest("body", "a batch holds at most "+strconv.Itoa(s.limits.MaxBatch)+" events")
+		if len(raws) > a.maxBatch {
+			return errBadRequest("body", "a batch holds at most "+strconv.Itoa(a.maxBatch)+" events")
 		}
 		events = make([]visitorEvent, len(raws))
 		for i, raw := range raws {
@@ -156,24 +187,24 @@ func (s *Server) visitorEvents(c echo.Context) error {
 	for _, e := range events {
 		v := streams.Visitor{ID: *e.VisitorID, Authenticated: e.Authenticated != nil && *e.Authenticated}
 		if *e.Action == "leave" {
-			res, err = s.bus.Leave(ctx, community, v, "api")
+			res, err = a.bus.Leave(ctx, community, v, "api")
 		} else {
-			res, err = s.bus.Touch(ctx, streams.Source{Community: community, Visitor: v, ID: "api", TTL: s.opts.PresenceTTL})
+			res, err = a.bus.Touch(ctx, streams.Source{Community: community, Visitor: v, ID: "api", TTL: a.presenceTTL})
 		}
 		if err != nil {
 			return err
 		}
-		s.hub.Observe(community, res, s.now())
+		a.hub.Observe(community, res, a.now())
 	}
 	return c.JSON(http.StatusOK, map[string]any{
 		"community_id": community,
 		"count":        res.Count,
-		"timestamp":    rfc3339(s.now()),
+		"timestamp":    rfc3339(a.now()),
 	})
 }
 
 // postMetric is POST /api/v1/communities/{id}/metrics.
-func (s *Server) postMetric(c echo.Context) error {
+func (a *serviceAPI) postMetric(c echo.Context) error {
 	community, err := community(c)
 	if err != nil {
 		return err
@@ -197,12 +228,12 @@ func (s *Server) postMetric(c echo.Context) error {
 	case m.Value == nil || string(*m.Value) == "null":
 		return errBadRequest("value", "value is required")
 	}
-	return s.publishAnalytics(c, community, *m.Metric, compactJSON(*m.Value))
+	return a.publishAnalytics(c, community, *m.Metric, compactJSON(*m.Value))
 }
 
 // conversions is POST /api/v1/communities/{id}/conversions: the seed's
 // conversion signal, an analytics_update with metric "conversion".
-func (s *Server) conversions(c echo.Context) error {
+func (a *serviceAPI) conversions(c echo.Context) error {
 	community, err := community(c)
 	if err != nil {
 		return err
@@ -224,7 +255,7 @@ func (s *Server) conversions(c echo.Context) error {
 	case len(*m.SessionID) > maxIDLen:
 		return errBadRequest("session_id", "session_id is longer than 256 bytes")
 	}
-	at := rfc3339(s.now())
+	at := rfc3339(a.now())
 	if m.ConvertedAt != nil {
 		t, err := parseTimestamp(*m.ConvertedAt)
 		if err != nil {
@@ -236,7 +267,7 @@ func (s *Server) conversions(c echo.Context) error {
 		SessionID   string `json:"session_id"`
 		ConvertedAt string `json:"converted_at"`
 	}{*m.SessionID, at})
-	return s.publishAnalytics(c, community, "conversion", value)
+	return a.publishAnalytics(c, community, "conversion", value)
 }
 
 // parseTimestamp accepts RFC 3339 and the ISO 8601 forms Python's
@@ -252,14 +283,14 @@ func parseTimestamp(v string) (time.Time, error) {
 	return time.Time{}, err
 }
 
-func (s *Server) publishAnalytics(c echo.Context, community, metric string, value []byte) error {
+func (a *serviceAPI) publishAnalytics(c echo.Context, community, metric string, value []byte) error {
 	e := streams.Event{
 		Community: community, Type: streams.TypeAnalyticsUpdate, Metric: metric, Value: value,
-		Stream: streams.StreamDashboard, Time: s.now().UTC().Truncate(time.Second),
+		Stream: streams.StreamDashboard, Time: a.now().UTC().Truncate(time.Second),
 	}
 	// The client message is encoded once here, not once per client.
 	e.Message = encodeAnalytics(&e)
-	ev, err := s.bus.Publish(c.Request().Context(), e)
+	ev, err := a.bus.Publish(c.Request().Context(), e)
 	if err != nil {
 		return err
 	}
@@ -275,7 +306,7 @@ var broadcastMessageTypes = map[streams.Stream]map[string]bool{
 
 // broadcast is POST /api/v1/communities/{id}/broadcast: the seed's
 // VisitorBroadcaster, a message delivered as given.
-func (s *Server) broadcast(c echo.Context) error {
+func (a *serviceAPI) broadcast(c echo.Context) error {
 	community, err := community(c)
 	if err != nil {
 		return err
@@ -305,7 +336,7 @@ func (s *Server) broadcast(c echo.Context) error {
 	if field, msg := validateServerMessage(*m.Message, allowed, community); field != "" {
 		return errBadRequest(field, msg)
 	}
-	ev, err := s.bus.Publish(c.Request().Context(), streams.Event{
+	ev, err := a.bus.Publish(c.Request().Context(), streams.Event{
 		Community: community, Type: streams.TypeBroadcast, Stream: stream, Message: compactJSON(*m.Message),
 		MessageType: broadcastType(*m.Message),
 	})

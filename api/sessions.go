@@ -18,7 +18,7 @@ import (
 var validRoles = map[string]auth.Role{"member": auth.RoleMember, "moderator": auth.RoleModerator, "admin": auth.RoleAdmin}
 
 // createSession is POST /api/v1/sessions.
-func (s *Server) createSession(c echo.Context) error {
+func (a *serviceAPI) createSession(c echo.Context) error {
 	body, err := readBody(c)
 	if err != nil {
 		return err
@@ -60,8 +60,8 @@ func (s *Server) createSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	sess := streams.Session{ID: id, UserID: *m.UserID, Communities: communities, Role: role, ExpiresAt: s.now().Add(ttl).UTC().Truncate(time.Second)}
-	if err := s.bus.CreateSession(c.Request().Context(), sess); err != nil {
+	sess := streams.Session{ID: id, UserID: *m.UserID, Communities: communities, Role: role, ExpiresAt: a.now().Add(ttl).UTC().Truncate(time.Second)}
+	if err := a.bus.CreateSession(c.Request().Context(), sess); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusCreated, map[string]string{"session_id": id, "expires_at": rfc3339(sess.ExpiresAt)})
@@ -103,8 +103,8 @@ func newSessionID() (string, error) {
 }
 
 // deleteSession is DELETE /api/v1/sessions/{session_id}.
-func (s *Server) deleteSession(c echo.Context) error {
-	err := s.bus.RevokeSession(c.Request().Context(), c.Param("session_id"))
+func (a *serviceAPI) deleteSession(c echo.Context) error {
+	err := a.bus.RevokeSession(c.Request().Context(), c.Param("session_id"))
 	switch {
 	case errors.Is(err, streams.ErrSessionNotFound):
 		return errNotFound("no live session with that id")

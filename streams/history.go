@@ -15,18 +15,18 @@ const (
 	StepHour   Step = "hour"
 	StepDay    Step = "day"
 
-	RetainMinutes = 48 * time.Hour
-	RetainHours   = 90 * 24 * time.Hour
-	RetainDays    = 400 * 24 * time.Hour
+	retainMinutes = 48 * time.Hour
+	retainHours   = 90 * 24 * time.Hour
+	retainDays    = 400 * 24 * time.Hour
 )
 
 // The most points one query may ask for: the buckets that hold a whole
 // retention window, the partial ones at both ends included (a day more for
 // the days, whose length changes with the clocks).
 const (
-	MaxMinutePoints = 2880 + 1
-	MaxHourPoints   = 2160 + 1
-	MaxDayPoints    = 400 + 2
+	maxMinutePoints = 2880 + 1
+	maxHourPoints   = 2160 + 1
+	maxDayPoints    = 400 + 2
 )
 
 // ParseStep returns the Step named s.
@@ -43,22 +43,22 @@ func ParseStep(s string) (Step, bool) {
 func (s Step) Retention() time.Duration {
 	switch s {
 	case StepMinute:
-		return RetainMinutes
+		return retainMinutes
 	case StepHour:
-		return RetainHours
+		return retainHours
 	}
-	return RetainDays
+	return retainDays
 }
 
-// MaxPoints is the most points one query of step may return.
-func (s Step) MaxPoints() int {
+// maxPoints is the most points one query of step may return.
+func (s Step) maxPoints() int {
 	switch s {
 	case StepMinute:
-		return MaxMinutePoints
+		return maxMinutePoints
 	case StepHour:
-		return MaxHourPoints
+		return maxHourPoints
 	}
-	return MaxDayPoints
+	return maxDayPoints
 }
 
 // MaxBucket is the longest bucket of step: a minute, an hour, or a day of
@@ -97,7 +97,7 @@ var ErrHistoryRange = errors.New("history range out of bounds")
 type HistoryReader interface {
 	// VisitorHistory returns the buckets of step from the one holding from
 	// to the one holding to (or now, if earlier), oldest first. A from
-	// after to, or a range of more than step.MaxPoints() buckets, is
+	// after to, or a range of more than step.maxPoints() buckets, is
 	// ErrHistoryRange; a from after now returns no points. Buckets that
 	// ended more than step.Retention() ago are zero.
 	VisitorHistory(ctx context.Context, community string, step Step, from, to time.Time) ([]Point, error)
@@ -124,9 +124,9 @@ func BucketStart(step Step, t time.Time, loc *time.Location) time.Time {
 	return Midnight(t, loc)
 }
 
-// NextBucket returns the start of the bucket after the one starting at
+// nextBucket returns the start of the bucket after the one starting at
 // start.
-func NextBucket(step Step, start time.Time, loc *time.Location) time.Time {
+func nextBucket(step Step, start time.Time, loc *time.Location) time.Time {
 	switch step {
 	case StepMinute:
 		return start.Add(time.Minute)
@@ -233,8 +233,8 @@ func (r *HistoryRecord) Change(ms int64, n int, today Today) {
 type HistoryPlan struct {
 	Step Step
 	Now  time.Time
-	// Out are the starts of the buckets answered, oldest first.
-	Out []time.Time
+	// out are the starts of the buckets answered, oldest first.
+	out []time.Time
 	// Read are the starts of the buckets whose records the query needs,
 	// oldest first: the kept ones from the first answered to the current
 	// one (empty when every answered bucket is past retention).
@@ -254,12 +254,12 @@ func PlanHistory(step Step, from, to, now time.Time, loc *time.Location) (*Histo
 	if to.After(now) {
 		to = now
 	}
-	p := &HistoryPlan{Step: step, Now: now, loc: loc, Out: []time.Time{}}
+	p := &HistoryPlan{Step: step, Now: now, loc: loc, out: []time.Time{}}
 	if from.After(to) {
 		return p, nil // from is in the future: nothing yet
 	}
 	last := BucketStart(step, to, loc)
-	limit := step.MaxPoints()
+	limit := step.maxPoints()
 	if step == StepMinute {
 		// Plain arithmetic, so that a far-off from costs nothing.
 		first := BucketStart(step, from, loc)
@@ -267,22 +267,22 @@ func PlanHistory(step Step, from, to, now time.Time, loc *time.Location) (*Histo
 			return nil, ErrHistoryRange
 		}
 	}
-	for b := BucketStart(step, from, loc); !b.After(last); b = NextBucket(step, b, loc) {
-		if len(p.Out) == limit {
+	for b := BucketStart(step, from, loc); !b.After(last); b = nextBucket(step, b, loc) {
+		if len(p.out) == limit {
 			return nil, ErrHistoryRange
 		}
-		p.Out = append(p.Out, b)
+		p.out = append(p.out, b)
 	}
 	kept := BucketStart(step, now.Add(-step.Retention()), loc)
 	if last.Before(kept) {
 		return p, nil
 	}
-	b := p.Out[0]
+	b := p.out[0]
 	if b.Before(kept) {
 		b = kept
 	}
 	cur := BucketStart(step, now, loc)
-	for ; !b.After(cur); b = NextBucket(step, b, loc) {
+	for ; !b.After(cur); b = nextBucket(step, b, loc) {
 		p.Read = append(p.Read, b)
 	}
 	return p, nil
@@ -293,13 +293,13 @@ func PlanHistory(step Step, from, to, now time.Time, loc *time.Location) (*Histo
 // current count and today's distinct visitors.
 func (p *HistoryPlan) Points(recs []*HistoryRecord, count int, today Today) []Point {
 	day := p.Step == StepDay
-	out := make([]Point, len(p.Out))
-	for i, b := range p.Out {
+	out := make([]Point, len(p.out))
+	for i, b := range p.out {
 		out[i].Time = b
 	}
 	now := p.Now.UnixMilli()
 	carry, carryToday := count, today
-	j := len(p.Out) - 1
+	j := len(p.out) - 1
 	for i := len(p.Read) - 1; i >= 0; i-- {
 		b := p.Read[i]
 		var pt Point
@@ -327,10 +327,10 @@ func (p *HistoryPlan) Points(recs []*HistoryRecord, count int, today Today) []Po
 		if pt.Peak == 0 {
 			pt.PeakAt = time.Time{}
 		}
-		for j >= 0 && p.Out[j].After(b) {
+		for j >= 0 && p.out[j].After(b) {
 			j--
 		}
-		if j >= 0 && p.Out[j].Equal(b) {
+		if j >= 0 && p.out[j].Equal(b) {
 			pt.Time = b
 			out[j] = pt
 		}

@@ -44,7 +44,7 @@ func TestHistoryPrunes(t *testing.T) {
 	if n, max := len(h.minutes), 48*60/5*2+2; n > max {
 		t.Errorf("%d minute records; want at most %d", n, max)
 	}
-	if old := now.Add(-streams.RetainMinutes - 5*time.Minute).UnixMilli(); h.minutes[0].Start < old {
+	if old := now.Add(-streams.StepMinute.Retention() - 5*time.Minute).UnixMilli(); h.minutes[0].Start < old {
 		t.Errorf("oldest minute record %s; want none before %s", time.UnixMilli(h.minutes[0].Start).UTC(), time.UnixMilli(old).UTC())
 	}
 	if len(h.hours) != 4*24 || len(h.days) != 4 {

@@ -40,16 +40,16 @@ import (
 
 // Defaults and limits of Options.
 const (
-	DefaultReapInterval = 250 * time.Millisecond
-	DefaultHistorySize  = 100
-	DefaultHistoryAge   = 5 * time.Minute
+	defaultReapInterval = 250 * time.Millisecond
+	defaultHistorySize  = 100
+	defaultHistoryAge   = 5 * time.Minute
 	// MaxHistory bounds the history of one community whatever the other
 	// rules say, so that a burst cannot grow memory without limit.
 	MaxHistory = 10_000
-	// SessionRetention is how long a session is remembered after its
+	// sessionRetention is how long a session is remembered after its
 	// expiry, revoked or not, so that Session can tell "revoked" and
 	// "expired" from "never existed".
-	SessionRetention = 24 * time.Hour
+	sessionRetention = 24 * time.Hour
 )
 
 // Options configures a Bus. The zero value is usable.
@@ -80,14 +80,14 @@ func (o Options) withDefaults() Options {
 		o.Location = time.UTC
 	}
 	if o.ReapInterval <= 0 {
-		o.ReapInterval = DefaultReapInterval
+		o.ReapInterval = defaultReapInterval
 	}
 	if o.HistorySize <= 0 {
-		o.HistorySize = DefaultHistorySize
+		o.HistorySize = defaultHistorySize
 	}
 	o.HistorySize = min(o.HistorySize, MaxHistory)
 	if o.HistoryAge <= 0 {
-		o.HistoryAge = DefaultHistoryAge
+		o.HistoryAge = defaultHistoryAge
 	}
 	return o
 }

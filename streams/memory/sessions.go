@@ -41,7 +41,7 @@ func (b *Bus) CreateSession(ctx context.Context, s streams.Session) error {
 	if _, ok := b.sessions[s.ID]; ok {
 		return errors.New("memory: create session: id already in use")
 	}
-	r := &sessionRecord{s: cloneSession(s), forget: s.ExpiresAt.Add(SessionRetention)}
+	r := &sessionRecord{s: cloneSession(s), forget: s.ExpiresAt.Add(sessionRetention)}
 	b.sessions[s.ID] = r
 	b.schedulePrune(r.forget)
 	return nil
@@ -86,7 +86,7 @@ func (b *Bus) RevokeSession(ctx context.Context, id string) error {
 	if r == nil || r.revoked || !now.Before(r.s.ExpiresAt) {
 		return streams.ErrSessionNotFound
 	}
-	// The record stays until SessionRetention after the expiry (later
+	// The record stays until sessionRetention after the expiry (later
 	// than now: the session was live), as set by CreateSession.
 	r.revoked = true
 	b.queue.Push(item{revoked: id})

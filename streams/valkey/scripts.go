@@ -169,7 +169,7 @@ type scripts struct {
 }
 
 // newScripts builds the scripts; webhooks turns the outbox chunk on.
-func newScripts(historyIdle, metaIdle int64, webhooks bool) *scripts {
+func newScripts(logTTL, metaTTL int64, webhooks bool) *scripts {
 	wh := "0"
 	if webhooks {
 		wh = "1"
@@ -178,13 +178,13 @@ func newScripts(historyIdle, metaIdle int64, webhooks bool) *scripts {
 		"$WEBHOOKS", wh,
 		"$WHMAX", strconv.Itoa(streams.MaxWebhooksPerCommunity),
 		"$WHKEEP", strconv.FormatInt(streams.WebhookRetention.Milliseconds(), 10),
-		"$LIMIT", strconv.Itoa(ExactToday),
+		"$LIMIT", strconv.Itoa(exactToday),
 		"$HLLS", strconv.Itoa(todayHLLs),
-		"$HISTSIZE", strconv.Itoa(HistorySize),
-		"$HISTAGE", strconv.FormatInt(HistoryAge.Milliseconds(), 10),
-		"$MAXHIST", strconv.Itoa(MaxHistory),
-		"$LOGTTL", strconv.FormatInt(historyIdle, 10),
-		"$METATTL", strconv.FormatInt(metaIdle, 10),
+		"$HISTSIZE", strconv.Itoa(historySize),
+		"$HISTAGE", strconv.FormatInt(historyAge.Milliseconds(), 10),
+		"$MAXHIST", strconv.Itoa(maxHistory),
+		"$LOGTTL", strconv.FormatInt(logTTL, 10),
+		"$METATTL", strconv.FormatInt(metaTTL, 10),
 		"$EXPIREMAX", strconv.Itoa(maxPerRun),
 		"$HISTKEEPM", strconv.FormatInt(historyKeep(streams.StepMinute), 10),
 		"$HISTKEEPH", strconv.FormatInt(historyKeep(streams.StepHour), 10),

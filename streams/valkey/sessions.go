@@ -16,7 +16,7 @@ import (
 )
 
 // A session is stored as "L<expires ms>:<json>" while live and
-// "R<expires ms>:<json>" once revoked, until SessionRetention after its
+// "R<expires ms>:<json>" once revoked, until sessionRetention after its
 // expiry, so that Session can tell revoked and expired from unknown.
 
 // CreateSession stores s. An id still remembered (even revoked or expired)
@@ -36,8 +36,8 @@ func (b *Bus) CreateSession(ctx context.Context, s streams.Session) error {
 		return fmt.Errorf("valkey: create session: %w", err)
 	}
 	val := "L" + strconv.FormatInt(s.ExpiresAt.UnixMilli(), 10) + ":" + string(js)
-	// Kept until SessionRetention after the expiry, by the node's clock.
-	keep := max(s.ExpiresAt.Add(SessionRetention).Sub(b.now()), time.Millisecond)
+	// Kept until sessionRetention after the expiry, by the node's clock.
+	keep := max(s.ExpiresAt.Add(sessionRetention).Sub(b.now()), time.Millisecond)
 	cmd := b.client.B().Set().Key(sessionKey(s.ID)).Value(val).Nx().Px(keep).Build()
 	err = b.client.Do(ctx, cmd).Error()
 	switch {

@@ -89,10 +89,11 @@
 //   - Deadlines, days and event times use each node's Clock: clock skew
 //     between nodes shifts TTL expiry by the skew.
 //   - Today's visitors beyond 1000 of a kind are estimated (measured error
-//     under 0.5% up to 20,000; see ExactToday).
+//     under 0.5% up to 20,000).
 //   - History may keep more than the memory bus (each publish trims at most
-//     32 old events), and is dropped HistoryIdle after a community's last
-//     event. Resuming after that, or after a data loss, gets a snapshot.
+//     32 old events), and is dropped an hour (historyIdle) after a
+//     community's last event. Resuming after that, or after a data loss,
+//     gets a snapshot.
 //   - Revocations published while a node is cut off are not delivered to
 //     it; OnReconnect tells the gateway to re-check open sessions.
 //   - A day rollover counts a community's present visitors in one script:
@@ -121,35 +122,35 @@ import (
 
 // Defaults and limits.
 const (
-	DefaultPresenceTTL  = 30 * time.Second
-	DefaultReapInterval = time.Second
+	defaultPresenceTTL  = 30 * time.Second
+	defaultReapInterval = time.Second
 
-	// HistorySize, HistoryAge and MaxHistory are the history rules of the
-	// memory bus: an event is kept while it is among the last HistorySize
-	// or younger than HistoryAge, and never beyond MaxHistory (approximately:
+	// historySize, historyAge and maxHistory are the history rules of the
+	// memory bus: an event is kept while it is among the last historySize
+	// or younger than historyAge, and never beyond maxHistory (approximately:
 	// XADD MAXLEN ~).
-	HistorySize = 100
-	HistoryAge  = 5 * time.Minute
-	MaxHistory  = 10_000
-	// HistoryIdle is how long a community's history outlives its last
+	historySize = 100
+	historyAge  = 5 * time.Minute
+	maxHistory  = 10_000
+	// historyIdle is how long a community's history outlives its last
 	// event; a resume after that gets a snapshot.
-	HistoryIdle = time.Hour
-	// MetaIdle is how long an idle community's epoch and seq are kept
+	historyIdle = time.Hour
+	// metaIdle is how long an idle community's epoch and seq are kept
 	// (every operation on the community renews it).
-	MetaIdle = 30 * 24 * time.Hour
+	metaIdle = 30 * 24 * time.Hour
 
-	// ExactToday is the number of today's visitors (of each kind) counted
+	// exactToday is the number of today's visitors (of each kind) counted
 	// exactly, in a set. The visitors beyond it are counted by todayHLLs
 	// HyperLogLogs over differently salted names, averaged: a standard
 	// error of 0.81%/2 on that part, so the total stays well within 2%.
-	ExactToday = 1000
+	exactToday = 1000
 	todayHLLs  = 4
-	// DayGrace is how long a day's keys outlive the day.
-	DayGrace = time.Hour
+	// dayGrace is how long a day's keys outlive the day.
+	dayGrace = time.Hour
 
-	// SessionRetention is how long a session is remembered after its
+	// sessionRetention is how long a session is remembered after its
 	// expiry, so that Session can tell revoked and expired from unknown.
-	SessionRetention = 24 * time.Hour
+	sessionRetention = 24 * time.Hour
 
 	// pingTimeout bounds Ping and the keeper's probes.
 	pingTimeout = 2 * time.Second
@@ -202,7 +203,7 @@ func (o Options) withDefaults() Options {
 		o.NodeID = randomID(10)
 	}
 	if o.PresenceTTL <= 0 {
-		o.PresenceTTL = DefaultPresenceTTL
+		o.PresenceTTL = defaultPresenceTTL
 	}
 	if o.Location == nil {
 		o.Location = time.UTC
@@ -211,7 +212,7 @@ func (o Options) withDefaults() Options {
 		o.Clock = streams.SystemClock{}
 	}
 	if o.ReapInterval <= 0 {
-		o.ReapInterval = DefaultReapInterval
+		o.ReapInterval = defaultReapInterval
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -290,7 +291,7 @@ func New(ctx context.Context, opts Options) (*Bus, error) {
 		opts:       opts,
 		client:     client,
 		cluster:    client.Mode() == valkey.ClientModeCluster,
-		s:          newScripts(HistoryIdle.Milliseconds(), MetaIdle.Milliseconds(), opts.Webhooks),
+		s:          newScripts(historyIdle.Milliseconds(), metaIdle.Milliseconds(), opts.Webhooks),
 		log:        opts.Log,
 		stop:       make(chan struct{}),
 		topics:     make(map[string]*topic),
@@ -413,12 +414,6 @@ func (b *Bus) now() time.Time { return b.opts.Clock.Now() }
 
 // stamp is the time of an event published at now: whole seconds, UTC.
 func stamp(now time.Time) time.Time { return now.UTC().Truncate(time.Second) }
-
-// NodeID returns the node's id.
-func (b *Bus) NodeID() string { return b.opts.NodeID }
-
-// Cluster reports whether the bus talks to a Valkey Cluster.
-func (b *Bus) Cluster() bool { return b.cluster }
 
 // Pending is the number of events and notices waiting for the delivery
 // goroutine (export it as a metric; it stays near zero).
@@ -565,7 +560,7 @@ func (b *Bus) common(now time.Time) []string {
 		strconv.FormatInt(now.UnixMilli(), 10),
 		strconv.FormatInt(mid.UnixMilli(), 10),
 		streams.Day(now, b.opts.Location),
-		strconv.FormatInt(next.Add(DayGrace).UnixMilli(), 10),
+		strconv.FormatInt(next.Add(dayGrace).UnixMilli(), 10),
 		strconv.FormatInt(now.Unix(), 10),
 		newEpoch(),
 	}

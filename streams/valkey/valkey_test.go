@@ -204,8 +204,8 @@ func TestConformanceCluster(t *testing.T) {
 	}
 	cl := valkeytest.StartCluster(t, 3)
 	probe := newBus(t, Options{URL: cl.Seeds()})
-	if !probe.Cluster() {
-		t.Fatalf("Bus on %s: Cluster() = false; want true", cl.Seeds())
+	if !probe.cluster {
+		t.Fatalf("Bus on %s: cluster = false; want true", cl.Seeds())
 	}
 	streamstest.Run(t, func(t testing.TB, o streamstest.Options) streams.Bus {
 		return newBus(t, Options{URL: cl.Seeds(), Location: o.Location, ReapInterval: o.ReapInterval})
@@ -947,8 +947,8 @@ func TestMissedEventsAreRepaired(t *testing.T) {
 	}
 }
 
-// History keeps the last HistorySize events and those younger than
-// HistoryAge: old events beyond the last 100 are dropped.
+// History keeps the last historySize events and those younger than
+// historyAge: old events beyond the last 100 are dropped.
 func TestHistoryRetention(t *testing.T) {
 	t.Parallel()
 	srv := valkeytest.Start(t)
@@ -970,13 +970,13 @@ func TestHistoryRetention(t *testing.T) {
 	if evs, ok, err := b.History(t.Context(), c, ids[0], 0); err != nil || !ok || len(evs) != 149 {
 		t.Fatalf("History(after #1 of 150 young events) = %d, %v, %v; want 149, true, nil", len(evs), ok, err)
 	}
-	clock.Set(start.Add(HistoryAge + time.Minute))
+	clock.Set(start.Add(historyAge + time.Minute))
 	for range 5 {
 		publish()
 	}
 	// 155 events, all but the last 5 old: #56..#155 are kept.
-	if evs, ok, err := b.History(t.Context(), c, ids[54], 0); err != nil || !ok || len(evs) != HistorySize || evs[0].ID != ids[55] {
-		t.Errorf("History(after #55) = %d events, %v, %v; want the last %d, true, nil", len(evs), ok, err, HistorySize)
+	if evs, ok, err := b.History(t.Context(), c, ids[54], 0); err != nil || !ok || len(evs) != historySize || evs[0].ID != ids[55] {
+		t.Errorf("History(after #55) = %d events, %v, %v; want the last %d, true, nil", len(evs), ok, err, historySize)
 	}
 	if _, ok, err := b.History(t.Context(), c, ids[53], 0); err != nil || ok {
 		t.Errorf("History(after #54) ok = %v, %v; want false (trimmed)", ok, err)

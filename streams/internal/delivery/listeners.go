@@ -41,17 +41,17 @@ func (l *List[L]) Remove(x L) {
 	l.p.Store(&xs)
 }
 
-// Hook is one registered handler. Its calls are serialized, and End waits
+// hook is one registered handler. Its calls are serialized, and End waits
 // for a running one, so that once a cancel function returns the handler is
 // not called again (a handler must therefore not cancel itself).
-type Hook[T any] struct {
+type hook[T any] struct {
 	h    func(T)
 	mu   sync.Mutex // held while h runs
 	done bool
 }
 
 // Call calls the handler with v unless the hook has ended.
-func (k *Hook[T]) Call(v T) {
+func (k *hook[T]) Call(v T) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.done {
@@ -60,7 +60,7 @@ func (k *Hook[T]) Call(v T) {
 }
 
 // End stops the hook, waiting for a running call of its handler.
-func (k *Hook[T]) End() {
+func (k *hook[T]) End() {
 	k.mu.Lock()
 	k.done = true
 	k.mu.Unlock()
@@ -70,13 +70,13 @@ func (k *Hook[T]) End() {
 // of a community, a revoked session, a reconnection). Its zero value is
 // empty and ready.
 type Hooks[T any] struct {
-	list List[*Hook[T]]
+	list List[*hook[T]]
 }
 
 // Add registers h and returns its cancel function, which is idempotent and
 // returns once h is not called again (it waits for a running call).
 func (hs *Hooks[T]) Add(h func(T)) (cancel func()) {
-	k := &Hook[T]{h: h}
+	k := &hook[T]{h: h}
 	hs.list.Add(k)
 	var once sync.Once
 	return func() {

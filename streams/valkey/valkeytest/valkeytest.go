@@ -25,23 +25,23 @@ import (
 	"time"
 )
 
-// RequireEnv names the environment variable that turns a missing server
+// requireEnv names the environment variable that turns a missing server
 // binary from a skip into a failure.
-const RequireEnv = "FOOTFALL_TEST_REQUIRE_VALKEY"
+const requireEnv = "FOOTFALL_TEST_REQUIRE_VALKEY"
 
 // startTimeout bounds the wait for a server to answer PING.
 const startTimeout = 10 * time.Second
 
 // Binary returns the path of valkey-server or redis-server. When neither is
-// installed it skips t (or fails it when RequireEnv is "1").
+// installed it skips t (or fails it when requireEnv is "1").
 func Binary(t testing.TB) string {
 	t.Helper()
 	return binary(t, "valkey-server", "redis-server")
 }
 
-// CLI returns the path of valkey-cli or redis-cli, skipping or failing t
+// cliPath returns the path of valkey-cli or redis-cli, skipping or failing t
 // like Binary when neither is installed.
-func CLI(t testing.TB) string {
+func cliPath(t testing.TB) string {
 	t.Helper()
 	return binary(t, "valkey-cli", "redis-cli")
 }
@@ -54,8 +54,8 @@ func binary(t testing.TB, names ...string) string {
 		}
 	}
 	msg := fmt.Sprintf("none of %s found on PATH: install valkey or redis-server (Debian: apt-get install redis-server redis-tools) to run the Valkey tests", strings.Join(names, ", "))
-	if os.Getenv(RequireEnv) == "1" {
-		t.Fatalf("%s (%s=1)", msg, RequireEnv)
+	if os.Getenv(requireEnv) == "1" {
+		t.Fatalf("%s (%s=1)", msg, requireEnv)
 	}
 	t.Skip(msg)
 	return ""
@@ -214,7 +214,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	if n < 3 {
 		t.Fatalf("valkeytest: a cluster needs at least 3 masters, not %d", n)
 	}
-	bin, cli := Binary(t), CLI(t)
+	bin, cli := Binary(t), cliPath(t)
 	c := &Cluster{}
 	var addrs []string
 	for i := range n {

@@ -1,115 +1,10 @@
-// Package valkey is footfall's distributed streams.Bus: every node of a
-// deployment shares events, presence, today's visitors, event history and
-// sessions through Valkey (or Redis 7), a single server or a Valkey
-// Cluster, using github.com/valkey-io/valkey-go. It needs Valkey, or Redis
-// 7.0 or later (sharded pub/sub, EVALSHA_RO).
-//
-// # Key layout
-//
-// The keys of one community c share the hash tag {c}, so every script that
-// changes a community touches one hash slot and works on a cluster:
-//
-//	ff:{c}:m              HASH   e epoch, s seq, c time of the last presence
-//	                             change (unix s), D/dn/dx start (ms), name and
-//	                             key expiry (ms) of the current day
-//	ff:{c}:v              HASH   visitor key ("u:id"/"a:id") -> live sources
-//	ff:{c}:t              ZSET   "<visitor key>\0<source id>" -> deadline (ms)
-//	                             of the sources with a TTL
-//	ff:{c}:h:<lease>      SET    "<visitor key>\0<source id>" held by one
-//	                             node lease (a connection on that node)
-//	ff:{c}:l              STREAM history: id "<seq>-<ms>", field p = payload
-//	ff:{c}:e              shard channel of the community's events
-//	ff:{c}:d:<day>:u|a    SET    today's first 1000 visitors (of a kind)
-//	ff:{c}:x:<day>:u|a:1..4 HLL  today's visitors beyond those, salted 1..4
-//
-// A few keys are global; only plain commands and single-key scripts touch
-// them:
-//
-//	ff:ttl                ZSET   community -> earliest TTL deadline (ms), a
-//	                             hint so reapers visit only communities
-//	                             with something to expire
-//	ff:leases             ZSET   lease -> expected expiry (ms)
-//	ff:lease:<lease>      STRING node id, PX = lease TTL
-//	ff:lease:<lease>:c    SET    communities where the lease holds sources
-//	ff:sess:<id>          STRING "L" (live) or "R" (revoked), expiry in
-//	                             ms, ":", the session's JSON; PXAT expiry+24h
-//	ff:revoked            channel (classic pub/sub) of revoked session ids
-//
-// Payloads, on the channel and in the history alike, are
-// "<seq>:<epoch>:<unix seconds or empty>:<event JSON>"; an event's ID is
-// "<epoch>-<seq>", where epoch is a random string stored with the
-// community, so ids are the same on every node and ids from before a data
-// loss never match.
-//
-// # Presence
-//
-// A held source (TTL 0: a WebSocket or SSE connection) belongs to its node.
-// The node refreshes one lease key every PresenceTTL/3, whatever its number
-// of connections; the sources it holds sit in per-community sets named after
-// the lease. When a lease lapses (its node died, or was cut off for longer
-// than the TTL), the first reaper to notice runs one script per community
-// that ends the lease's sources and publishes visitor_left once per visitor
-// that leaves. A node never revives a lapsed lease: it notices the lapse at
-// its next refresh, takes a new lease and re-registers the sources it holds
-// (it keeps them in memory), so a reaper can never remove sources a live
-// node holds under its current lease.
-//
-// Sources with a TTL (polls, the service API) have a deadline in ff:{c}:t;
-// any node's reaper, or any operation on the community, ends them once
-// their deadline passed.
-//
-// # Delivery
-//
-// A node subscribes to a community's channel while it has local
-// subscribers for it (SSUBSCRIBE, one Receive per community). valkey-go's
-// receive callback only parses and queues; one delivery goroutine calls the
-// handlers, in Seq order per community, dropping duplicates. A gap in the
-// sequence (messages lost while a connection was down) is filled from the
-// history.
-//
-// # Outages
-//
-// When a connection drops, or a server restarts (its run id changes: the
-// keeper compares them every PresenceTTL/3, so a cluster shard that lost its
-// data is noticed even by nodes with nothing subscribed there), the keeper
-// goroutine waits until Valkey answers, renews or replaces the node's
-// lease, re-registers the node's held sources (set, not incremented: one
-// summary presence event per community whose figures changed, no storm of
-// joins; the event is marked Resync, and gateways fold the resyncs of all
-// nodes for streams.ResyncSettle before they tell clients), raises each
-// subscribed community's seq to at least the highest
-// the node saw (so sequence numbers never go back after a data loss; ids
-// change with the new epoch), waits for the subscriptions to be back, and
-// calls the OnReconnect hooks so the gateway sends fresh snapshots.
-//
-// # Differences from the memory bus
-//
-//   - A held source belongs to the node that touched it: Leave it on that
-//     node (elsewhere it ends when that node's lease lapses).
-//   - Deadlines, days and event times use each node's Clock: clock skew
-//     between nodes shifts TTL expiry by the skew.
-//   - Today's visitors beyond 1000 of a kind are estimated (measured error
-//     under 0.5% up to 20,000).
-//   - History may keep more than the memory bus (each publish trims at most
-//     32 old events), and is dropped an hour (historyIdle) after a
-//     community's last event. Resuming after that, or after a data loss,
-//     gets a snapshot.
-//   - Revocations published while a node is cut off are not delivered to
-//     it; OnReconnect tells the gateway to re-check open sessions.
-//   - A day rollover counts a community's present visitors in one script:
-//     fine for thousands, a noticeable pause for a community with 100,000
-//     present at midnight.
 package valkey
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,13 +58,6 @@ const (
 	// maxPerRun bounds the sources one script run ends (a reap, an
 	// expiry), so that no run blocks Valkey for long.
 	maxPerRun = 500
-)
-
-// Key names of the global keys.
-const (
-	keyTTLIndex = "ff:ttl"
-	keyLeases   = "ff:leases"
-	chanRevoked = "ff:revoked"
 )
 
 // Options configures a Bus.
@@ -347,61 +235,6 @@ func New(ctx context.Context, opts Options) (*Bus, error) {
 	return b, nil
 }
 
-// clientOption turns the configured URL into valkey-go options.
-func clientOption(raw string) (valkey.ClientOption, error) {
-	raw = strings.TrimSpace(raw)
-	var opt valkey.ClientOption
-	if raw == "" {
-		return opt, errors.New("valkey: empty URL")
-	}
-	if strings.Contains(raw, "://") {
-		var err error
-		if opt, err = valkey.ParseURL(raw); err != nil {
-			return opt, fmt.Errorf("valkey: parse URL: %w", err)
-		}
-	} else {
-		for _, a := range strings.Split(raw, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				opt.InitAddress = append(opt.InitAddress, a)
-			}
-		}
-	}
-	opt.DisableCache = true
-	// The bus retries on its own terms (subscriptions, the keeper); a
-	// script must never be sent twice.
-	opt.DisableRetry = true
-	if opt.Dialer.Timeout == 0 {
-		opt.Dialer.Timeout = dialTimeout
-	}
-	// A hung server is noticed within a few seconds (valkey-go pings idle
-	// connections and fails them after this).
-	opt.ConnWriteTimeout = 3 * time.Second
-	return opt, nil
-}
-
-// redactURL drops the credentials from a URL for error messages.
-func redactURL(raw string) string {
-	if i := strings.Index(raw, "://"); i >= 0 {
-		if j := strings.LastIndex(raw, "@"); j > i {
-			return raw[:i+3] + "***@" + raw[j+1:]
-		}
-	}
-	return raw
-}
-
-// randomID returns n random base32 characters (lower case).
-func randomID(n int) string {
-	b := make([]byte, (n*5+7)/8)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
-	s := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
-	return s[:n]
-}
-
-// newEpoch returns a fresh epoch candidate: 8 random characters.
-func newEpoch() string { return randomID(8) }
-
-func newLeaseID(node string) string { return node + "." + randomID(6) }
-
 // check returns ErrClosed after Close, else the context's error.
 func (b *Bus) check(ctx context.Context) error {
 	if b.closed.Load() {
@@ -536,39 +369,3 @@ func (b *Bus) sleep(d time.Duration) bool {
 func (b *Bus) bgContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(b.life, opTimeout)
 }
-
-// backoff doubles a wait up to maxBackoff.
-type backoff struct{ d time.Duration }
-
-func (bo *backoff) next() time.Duration {
-	if bo.d == 0 {
-		bo.d = 50 * time.Millisecond
-	} else {
-		bo.d = min(2*bo.d, maxBackoff)
-	}
-	return bo.d
-}
-
-func (bo *backoff) reset() { bo.d = 0 }
-
-// common returns the leading arguments of every community script (see
-// scripts.go) for the time now.
-func (b *Bus) common(now time.Time) []string {
-	mid := streams.Midnight(now, b.opts.Location)
-	next := streams.Midnight(mid.Add(36*time.Hour), b.opts.Location)
-	return []string{
-		strconv.FormatInt(now.UnixMilli(), 10),
-		strconv.FormatInt(mid.UnixMilli(), 10),
-		streams.Day(now, b.opts.Location),
-		strconv.FormatInt(next.Add(dayGrace).UnixMilli(), 10),
-		strconv.FormatInt(now.Unix(), 10),
-		newEpoch(),
-	}
-}
-
-func metaKey(community string) string      { return "ff:{" + community + "}:m" }
-func eventChannel(community string) string { return "ff:{" + community + "}:e" }
-func ttlKey(community string) string       { return "ff:{" + community + "}:t" }
-func leaseKey(lease string) string         { return "ff:lease:" + lease }
-func leaseCommsKey(lease string) string    { return "ff:lease:" + lease + ":c" }
-func sessionKey(id string) string          { return "ff:sess:" + id }
